@@ -1,0 +1,25 @@
+"""AAdam (Accelerated Adam) and its Adam-family relatives as Optax optimizers."""
+
+from aadam_optax._aadam import ScaleByAAdamState, aadam, aadamw, scale_by_aadam
+from aadam_optax._aadamax import aadamax, scale_by_aadamax
+from aadam_optax._aamsgrad import ScaleByAAMSGradState, aamsgrad, scale_by_aamsgrad
+from aadam_optax._acceleration import AccelerateState, Variant, accelerate
+from aadam_optax._validation import VARIANTS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VARIANTS",
+    "AccelerateState",
+    "ScaleByAAMSGradState",
+    "ScaleByAAdamState",
+    "Variant",
+    "aadam",
+    "aadamax",
+    "aadamw",
+    "aamsgrad",
+    "accelerate",
+    "scale_by_aadam",
+    "scale_by_aadamax",
+    "scale_by_aamsgrad",
+]

@@ -1,0 +1,307 @@
+"""AAdam (Accelerated Adam) and AAdamW."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from aadam_optax import _directions, _validation
+from aadam_optax._acceleration import Variant, accelerated_step, init_acceleration
+
+
+class ScaleByAAdamState(NamedTuple):
+    """State of `scale_by_aadam` (and of `scale_by_aadamax`).
+
+    Attributes:
+      count: the number of steps taken, int32.
+      mu: `m_n`, the decaying average of gradients.
+      nu: `v_n`, the decaying average of squared gradients (for AAdaMax, of their
+        infinity norm).
+      prev_update: `u_{n-1}`, the previous direction before the learning rate.
+      prev_grad_sign: `sign(g_{n-1})` as int8 (-1, 0, +1); 0 before the first
+        step. Complex params keep both parts' signs packed as `re + 3 * im`.
+    """
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    prev_update: optax.Updates
+    prev_grad_sign: optax.Updates
+
+
+def check_adam_arguments(
+    b1: Any, b2: Any, eps: Any, eps_root: Any, variant: Any, mu_dtype: Any
+) -> None:
+    """The checks every accelerated Adam-family transformation shares."""
+    _validation.check_decay_rate("b1", b1)
+    _validation.check_decay_rate("b2", b2)
+    _validation.check_non_negative("eps", eps)
+    _validation.check_non_negative("eps_root", eps_root)
+    _validation.check_variant(variant)
+    _validation.check_float_dtype("mu_dtype", mu_dtype)
+
+
+def init_adam_moments(params: optax.Params, mu_dtype: Any) -> tuple[Any, Any]:
+    """Zero first and second moments; `mu` optionally in `mu_dtype`."""
+    return (
+        optax.tree.zeros_like(params, dtype=mu_dtype),
+        optax.tree.zeros_like(params),
+    )
+
+
+def scale_by_aadam(
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    *,
+    variant: Variant = "sign_change",
+    bias_correction: bool = True,
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    prev_update_dtype: jax.typing.DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Rescales updates by the AAdam rule: Adam's direction, accelerated.
+
+    See :func:`aadam_optax.aadam` for the update rule. The returned direction
+    `u_n` points along the gradient and carries no learning rate.
+
+    Args:
+      b1: decay of the first moment, and weight of Adam's direction in `u_n`.
+      b2: decay of the second moment.
+      eps: added to the denominator outside the square root.
+      eps_root: added to the second moment inside the square root.
+      variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
+      bias_correction: divide the moments by `1 - b**n`; ``False`` gives
+        RMSprop with momentum (the Adam paper's section 6.4 ablation).
+      mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
+      prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs` with state
+      :class:`ScaleByAAdamState`.
+    """
+    check_adam_arguments(b1, b2, eps, eps_root, variant, mu_dtype)
+    _validation.check_bool("bias_correction", bias_correction)
+    _validation.check_float_dtype("prev_update_dtype", prev_update_dtype)
+
+    def init_fn(params: optax.Params) -> ScaleByAAdamState:
+        prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
+        mu, nu = init_adam_moments(params, mu_dtype)
+        return ScaleByAAdamState(
+            jnp.zeros([], jnp.int32), mu, nu, prev_update, prev_grad_sign
+        )
+
+    def update_fn(
+        updates: optax.Updates,
+        state: ScaleByAAdamState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, ScaleByAAdamState]:
+        del params, extra_args
+        _validation.check_matching_tree(updates, state.mu)
+        count = optax.safe_increment(state.count)
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        directions = _directions.divide(
+            _directions.bias_corrected(mu, b1, count, bias_correction),
+            _directions.root_denominator(
+                _directions.bias_corrected(nu, b2, count, bias_correction),
+                eps,
+                eps_root,
+            ),
+        )
+        new_updates, prev_update, prev_grad_sign = accelerated_step(
+            directions, updates, state.prev_update, state.prev_grad_sign, b1, variant
+        )
+        return new_updates, ScaleByAAdamState(
+            count,
+            optax.tree.cast_like(mu, state.mu),
+            optax.tree.cast_like(nu, state.nu),
+            prev_update,
+            prev_grad_sign,
+        )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def aadam(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    *,
+    variant: Variant = "sign_change",
+    bias_correction: bool = True,
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    prev_update_dtype: jax.typing.DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AAdam: Adam plus a decaying average of past updates, braked on sign flips.
+
+    With `g_n` the gradient, Adam's moments and direction are
+
+    .. math::
+
+      m_n = b_1 m_{n-1} + (1 - b_1) g_n, \quad
+      v_n = b_2 v_{n-1} + (1 - b_2) |g_n|^2, \quad
+      a_n = \frac{m_n / (1 - b_1^n)}{\sqrt{v_n / (1 - b_2^n) + \epsilon_{root}}
+            + \epsilon},
+
+    and AAdam's direction and update are
+
+    .. math::
+
+      u_n = b_1 a_n + (1 - b_1)\, c_n\, u_{n-1}, \quad u_0 = 0, \qquad
+      \theta_{n+1} = \theta_n - \eta_n u_n,
+
+    with `c_n = sign(g_n) sign(g_{n-1})` (``variant="sign_change"``, the AAdam
+    text's final rule: the memory of past updates is added where the gradient
+    kept its sign and subtracted where it flipped), `c_n = sign(g_n)`
+    (``"sign"``, the text's first idea), or, for ``"magnitude"``, the memory
+    term `(1 - b_1) sign(g_n) sign(g_{n-1}) |u_{n-1}| sign(a_n)` that changes the
+    size of Adam's step but never its direction. `sign(0) = 0`, so the first
+    step, and any component whose gradient is exactly zero, takes `b_1 a_n`.
+
+    With a constant learning rate this is exactly the text's
+    `theta_{n+1} = theta_n - (eta b_1 mhat_n / sqrt(vhat_n + eps) + d)`,
+    `d = (1 - b_1) c_n Delta theta_{n-1}`. With a schedule the previous direction
+    is scaled by the current learning rate `eta_n`, not by the one it was taken
+    with. At an equal learning rate AAdam's first step is `b_1` times Adam's.
+
+    Args:
+      learning_rate: a fixed learning rate `eta` (>= 0) or a schedule.
+      b1: decay of the first moment, and weight of Adam's direction in `u_n`.
+      b2: decay of the second moment.
+      eps: added to the denominator outside the square root (the Adam paper's).
+      eps_root: added inside the square root (the AAdam text's form is
+        `eps=0, eps_root=1e-8`).
+      variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
+      bias_correction: divide the moments by `1 - b**n`; ``False`` gives RMSprop
+        with momentum (the Adam paper's section 6.4 ablation).
+      mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
+      prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs`.
+
+    References:
+      Tato and Nkambou, *Improving Adam Optimizer*, ICLR 2018 Workshop.
+
+      Kingma and Ba, *Adam: A Method for Stochastic Optimization*,
+      arXiv:1412.6980, 2014.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import optax
+      >>> from aadam_optax import aadam
+      >>> def f(x):
+      ...     return jnp.sum(x**2)
+      >>> solver = aadam(learning_rate=0.1)
+      >>> params = jnp.array([1.0, 2.0, 3.0])
+      >>> state = solver.init(params)
+      >>> updates, state = solver.update(jax.grad(f)(params), state, params)
+      >>> params = optax.apply_updates(params, updates)
+      >>> # Adam's first step is lr * sign(g); AAdam's is b1 times that.
+      >>> print(" ".join(f"{p:.4f}" for p in params))
+      0.9100 1.9100 2.9100
+      >>> for _ in range(300):
+      ...     updates, state = solver.update(jax.grad(f)(params), state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> print(f(params) < 1e-3)
+      True
+    """
+    _validation.check_learning_rate(learning_rate)
+    return optax.chain(
+        scale_by_aadam(
+            b1,
+            b2,
+            eps,
+            eps_root,
+            variant=variant,
+            bias_correction=bias_correction,
+            mu_dtype=mu_dtype,
+            prev_update_dtype=prev_update_dtype,
+        ),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def aadamw(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    weight_decay: jax.typing.ArrayLike = 1e-4,
+    mask: Any | None = None,
+    *,
+    variant: Variant = "sign_change",
+    bias_correction: bool = True,
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    prev_update_dtype: jax.typing.DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AAdamW: AAdam with decoupled weight decay.
+
+    .. math::
+
+      \theta_{n+1} = \theta_n - \eta_n \left(u_n + \lambda\, \theta_n\right),
+
+    where `u_n` is AAdam's direction (see :func:`aadam_optax.aadam`) and the decay
+    `lambda theta_n` applies only where `mask` is true. The decay is never
+    accelerated: it does not enter `prev_update`.
+
+    Args:
+      learning_rate: a fixed learning rate `eta` (>= 0) or a schedule.
+      b1: decay of the first moment, and weight of Adam's direction in `u_n`.
+      b2: decay of the second moment.
+      eps: added to the denominator outside the square root.
+      eps_root: added inside the square root.
+      weight_decay: the decoupled decay `lambda` (>= 0).
+      mask: a tree of booleans shaped like the params, or a function of the
+        params returning one; the decay applies where it is true. `None` decays
+        every param.
+      variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
+      bias_correction: divide the moments by `1 - b**n`.
+      mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
+      prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs`.
+
+    References:
+      Tato and Nkambou, *Improving Adam Optimizer*, ICLR 2018 Workshop.
+
+      Loshchilov and Hutter, *Decoupled Weight Decay Regularization*,
+      arXiv:1711.05101, 2017.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import optax
+      >>> from aadam_optax import aadamw
+      >>> solver = aadamw(learning_rate=0.1, weight_decay=0.5)
+      >>> params = jnp.array([2.0, -4.0])
+      >>> state = solver.init(params)
+      >>> updates, state = solver.update(jnp.zeros(2), state, params)
+      >>> print(updates)  # zero gradient: only the decay, -lr * wd * params
+      [-0.1  0.2]
+    """
+    _validation.check_learning_rate(learning_rate)
+    _validation.check_non_negative("weight_decay", weight_decay)
+    return optax.chain(
+        scale_by_aadam(
+            b1,
+            b2,
+            eps,
+            eps_root,
+            variant=variant,
+            bias_correction=bias_correction,
+            mu_dtype=mu_dtype,
+            prev_update_dtype=prev_update_dtype,
+        ),
+        optax.add_decayed_weights(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )

@@ -1,0 +1,171 @@
+"""AAMSGrad: AMSGrad's direction, accelerated."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from aadam_optax import _directions, _validation
+from aadam_optax._aadam import check_adam_arguments, init_adam_moments
+from aadam_optax._acceleration import Variant, accelerated_step, init_acceleration
+
+
+class ScaleByAAMSGradState(NamedTuple):
+    """State of `scale_by_aamsgrad`.
+
+    Attributes:
+      count: the number of steps taken, int32.
+      mu: `m_n`, the decaying average of gradients.
+      nu: `v_n`, the decaying average of squared gradients.
+      nu_max: the running maximum of the bias-corrected `v_n`.
+      prev_update: `u_{n-1}`, the previous direction before the learning rate.
+      prev_grad_sign: `sign(g_{n-1})` as int8 (-1, 0, +1).
+    """
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    nu_max: optax.Updates
+    prev_update: optax.Updates
+    prev_grad_sign: optax.Updates
+
+
+def scale_by_aamsgrad(
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    *,
+    variant: Variant = "sign_change",
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    prev_update_dtype: jax.typing.DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Rescales updates by the AAMSGrad rule; see :func:`aadam_optax.aamsgrad`.
+
+    Args:
+      b1: decay of the first moment, and weight of AMSGrad's direction in `u_n`.
+      b2: decay of the second moment.
+      eps: added to the denominator outside the square root.
+      eps_root: added inside the square root.
+      variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
+      mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
+      prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs` with state
+      :class:`ScaleByAAMSGradState`.
+    """
+    check_adam_arguments(b1, b2, eps, eps_root, variant, mu_dtype)
+    _validation.check_float_dtype("prev_update_dtype", prev_update_dtype)
+
+    def init_fn(params: optax.Params) -> ScaleByAAMSGradState:
+        prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
+        mu, nu = init_adam_moments(params, mu_dtype)
+        return ScaleByAAMSGradState(
+            jnp.zeros([], jnp.int32),
+            mu,
+            nu,
+            optax.tree.zeros_like(params),
+            prev_update,
+            prev_grad_sign,
+        )
+
+    def update_fn(
+        updates: optax.Updates,
+        state: ScaleByAAMSGradState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, ScaleByAAMSGradState]:
+        del params, extra_args
+        _validation.check_matching_tree(updates, state.mu)
+        count = optax.safe_increment(state.count)
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        nu_max = jax.tree.map(
+            jnp.maximum, state.nu_max, _directions.bias_corrected(nu, b2, count, True)
+        )
+        directions = _directions.divide(
+            _directions.bias_corrected(mu, b1, count, True),
+            _directions.root_denominator(nu_max, eps, eps_root),
+        )
+        new_updates, prev_update, prev_grad_sign = accelerated_step(
+            directions, updates, state.prev_update, state.prev_grad_sign, b1, variant
+        )
+        return new_updates, ScaleByAAMSGradState(
+            count,
+            optax.tree.cast_like(mu, state.mu),
+            optax.tree.cast_like(nu, state.nu),
+            optax.tree.cast_like(nu_max, state.nu_max),
+            prev_update,
+            prev_grad_sign,
+        )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def aamsgrad(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    *,
+    variant: Variant = "sign_change",
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    prev_update_dtype: jax.typing.DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""AAMSGrad: AMSGrad (Adam with a non-increasing step), accelerated.
+
+    .. math::
+
+      \hat v^{max}_n = \max(\hat v^{max}_{n-1}, v_n / (1 - b_2^n)), \quad
+      a_n = \frac{m_n / (1 - b_1^n)}{\sqrt{\hat v^{max}_n + \epsilon_{root}}
+            + \epsilon},
+
+    with Adam's `m_n`, `v_n`, as `optax.amsgrad` computes them; then
+    `u_n = b_1 a_n + (1 - b_1) c_n u_{n-1}` and `theta_{n+1} = theta_n - eta_n
+    u_n`, with `c_n` as in :func:`aadam_optax.aadam`.
+
+    Args:
+      learning_rate: a fixed learning rate `eta` (>= 0) or a schedule.
+      b1: decay of the first moment, and weight of AMSGrad's direction in `u_n`.
+      b2: decay of the second moment.
+      eps: added to the denominator outside the square root.
+      eps_root: added inside the square root.
+      variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
+      mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
+      prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
+
+    Returns:
+      A :class:`optax.GradientTransformationExtraArgs`.
+
+    References:
+      Reddi, Kale and Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018.
+
+      Tato and Nkambou, *Improving Adam Optimizer*, ICLR 2018 Workshop.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from aadam_optax import aamsgrad
+      >>> solver = aamsgrad(learning_rate=0.1)
+      >>> state = solver.init(jnp.zeros(2))
+      >>> updates, state = solver.update(jnp.array([4.0, -0.5]), state)
+      >>> print(updates.round(4))  # first step: -lr * b1 * g / |g|
+      [-0.09  0.09]
+    """
+    _validation.check_learning_rate(learning_rate)
+    return optax.chain(
+        scale_by_aamsgrad(
+            b1,
+            b2,
+            eps,
+            eps_root,
+            variant=variant,
+            mu_dtype=mu_dtype,
+            prev_update_dtype=prev_update_dtype,
+        ),
+        optax.scale_by_learning_rate(learning_rate),
+    )

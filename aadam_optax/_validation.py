@@ -1,0 +1,117 @@
+"""Checks of constructor arguments and of the trees that reach a transformation.
+
+Concrete values (Python and NumPy scalars, strings, dtypes) are checked when an
+optimizer is built, so a mistake fails at the line that made it. Arrays and
+traced values pass through untouched: `optax.inject_hyperparams` rebuilds the
+optimizer with them inside `jax.jit`, where no Python branch may depend on them.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+VARIANTS = ("sign_change", "sign", "magnitude")
+
+
+def _concrete_number(name: str, value: Any) -> float | None:
+    """Returns `value` as a float if it is a concrete scalar, None for an array."""
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a number, got the boolean {value!r}.")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, jax.Array | np.ndarray):
+        return None
+    raise TypeError(
+        f"{name} must be a number or a JAX array, got {type(value).__name__} {value!r}."
+    )
+
+
+def check_decay_rate(name: str, value: Any) -> None:
+    """A decay rate (`b1`, `b2`) must lie in [0, 1)."""
+    number = _concrete_number(name, value)
+    if number is not None and not 0.0 <= number < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+
+
+def check_non_negative(name: str, value: Any) -> None:
+    """`eps`, `eps_root` and `weight_decay` must be finite and >= 0."""
+    number = _concrete_number(name, value)
+    if number is not None and not 0.0 <= number < float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+
+
+def check_learning_rate(value: Any) -> None:
+    """A learning rate is a finite number >= 0, an array or a schedule."""
+    if callable(value):
+        return
+    check_non_negative("learning_rate", value)
+
+
+def check_variant(variant: Any) -> None:
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        allowed = ", ".join(repr(v) for v in VARIANTS)
+        raise ValueError(f"variant must be one of {allowed}; got {variant!r}.")
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
+
+
+def check_float_dtype(name: str, dtype: Any) -> None:
+    """An optional state dtype must be a floating-point dtype (or None)."""
+    if dtype is None:
+        return
+    try:
+        canonical = np.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(
+            f"{name} must be None or a floating-point dtype, got {dtype!r}."
+        ) from error
+    if not jnp.issubdtype(canonical, jnp.floating):
+        raise TypeError(
+            f"{name} must be None or a floating-point dtype such as jnp.bfloat16 "
+            f"or jnp.float32, got {canonical}."
+        )
+
+
+def check_params(params: Any) -> None:
+    """Integer or boolean parameters cannot be trained by a gradient step."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"The parameter at {jax.tree_util.keystr(path) or 'the root'} has "
+                f"dtype {dtype}; AAdam needs floating-point or complex parameters. "
+                "Exclude it with optax.masked or optax.multi_transform, or cast it."
+            )
+
+
+def check_matching_tree(updates: Any, state_tree: Any) -> None:
+    """The gradients must have the structure and shapes the state was built for."""
+    updates_structure = jax.tree.structure(updates)
+    state_structure = jax.tree.structure(state_tree)
+    if updates_structure != state_structure:
+        raise ValueError(
+            "The gradient tree does not match the optimizer state.\n"
+            f"  gradients: {updates_structure}\n"
+            f"  state:     {state_structure}\n"
+            "Initialise the optimizer with params of the same structure as the "
+            "gradients passed to update."
+        )
+    for (path, update), moment in zip(
+        jax.tree_util.tree_leaves_with_path(updates),
+        jax.tree.leaves(state_tree),
+        strict=True,
+    ):
+        if jnp.shape(update) != jnp.shape(moment):
+            raise ValueError(
+                f"The gradient at {jax.tree_util.keystr(path)} has shape "
+                f"{jnp.shape(update)}, but the optimizer state was initialised "
+                f"for shape {jnp.shape(moment)}."
+            )
