@@ -127,6 +127,10 @@ def accelerated_step(
       gradients' dtypes, the new `u_n` in the dtypes of `prev_updates`, and the
       new int8 signs.
     """
+    if jnp.iscomplexobj(b1):
+        # optax.inject_hyperparams casts hyperparameters to the params' highest
+        # dtype, which is complex when any param is; the weight itself is real.
+        b1 = jnp.real(b1)
     triples = jax.tree.map(
         lambda a, g, u, s: _accelerate_leaf(a, g, u, s, b1, variant),
         directions,
