@@ -1,0 +1,294 @@
+"""A plain NumPy float64 reference of the update rules in ALGORITHMS.md.
+
+Written from the equations, not from the package: every test that compares the
+package's arithmetic to something compares it to this module. All operations are
+element-wise, so every function takes arrays of any shape (a leading batch axis,
+for example one row per learning rate, is just more elements) and a pytree can
+be checked by running the reference on each leaf, or on all leaves concatenated.
+
+Conventions (ALGORITHMS.md):
+
+* step `n = 1, 2, ...`; `m_0 = v_0 = u_0 = 0` and `sign(g_0) := 0`;
+* `sign(0) = 0`, so `c_n = 0` on the first step and wherever a gradient is 0;
+* `0 / 0 := 0` in the direction `a_n` (no step, rather than NaN);
+* a learning-rate schedule is called with the number of steps already taken
+  (0 on the first step), as optax calls it; `updates_n = -lr_n * u_n`, so with a
+  schedule the previous direction is scaled by the *current* learning rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+
+Family = Literal["adam", "adamax", "amsgrad"]
+Variant = Literal["sign_change", "sign", "magnitude"]
+VARIANTS: tuple[Variant, ...] = ("sign_change", "sign", "magnitude")
+LearningRate = float | np.ndarray | Callable[[int], "float | np.ndarray"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Hyperparameters of one accelerated Adam-family rule.
+
+    Attributes:
+      family: which direction `a_n`: ``"adam"``, ``"adamax"`` or ``"amsgrad"``.
+      b1, b2, eps, eps_root: as in ALGORITHMS.md (`eps_root` unused by AdaMax).
+      variant: the acceleration coefficient `c_n`.
+      bias_correction: divide Adam's moments by `1 - b**n` (AdaMax's `v` is never
+        corrected, its `m` always is; AMSGrad always corrects both).
+    """
+
+    family: Family = "adam"
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    eps_root: float = 0.0
+    variant: Variant = "sign_change"
+    bias_correction: bool = True
+
+
+@dataclasses.dataclass
+class State:
+    """The reference state after step `count` (all arrays float64)."""
+
+    count: int
+    mu: np.ndarray
+    nu: np.ndarray
+    nu_max: np.ndarray
+    prev_update: np.ndarray
+    prev_grad_sign: np.ndarray
+
+
+@dataclasses.dataclass
+class History:
+    """What a run of the rule produced, one row per step.
+
+    Attributes:
+      directions: `a_n`, the un-accelerated direction.
+      accelerated: `u_n`, the accelerated direction (before the learning rate).
+      state: the state after the last step.
+    """
+
+    directions: np.ndarray
+    accelerated: np.ndarray
+    state: State
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """A whole optimisation run.
+
+    Attributes:
+      params: `theta_0 .. theta_{N-1}`, the params each step's gradient is taken
+        at (row `n - 1` for step `n`).
+      updates: the updates added to the params, `theta_{n+1} - theta_n`.
+      final_params: `theta_N`.
+      state: the state after the last step.
+    """
+
+    params: np.ndarray
+    updates: np.ndarray
+    final_params: np.ndarray
+    state: State
+
+
+def divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """`numerator / denominator` with `0 / 0 := 0`; `x / 0` stays inf for `x != 0`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quotient = numerator / denominator
+    return np.where(numerator == 0, 0.0, quotient)
+
+
+def accelerate_step(
+    direction: np.ndarray,
+    grad_sign: np.ndarray,
+    prev_grad_sign: np.ndarray,
+    prev_update: np.ndarray,
+    b1: float,
+    variant: Variant,
+) -> np.ndarray:
+    """`u_n = b1 * a_n + (1 - b1) * c_n * u_{n-1}` with the variant's `c_n`."""
+    if variant == "sign_change":
+        memory = grad_sign * prev_grad_sign * prev_update
+    elif variant == "sign":
+        memory = grad_sign * prev_update
+    elif variant == "magnitude":
+        memory = grad_sign * prev_grad_sign * np.abs(prev_update) * np.sign(direction)
+    else:
+        raise ValueError(f"unknown variant {variant!r}")
+    return b1 * direction + (1.0 - b1) * memory
+
+
+def accelerate_sequence(
+    directions: np.ndarray, grads: np.ndarray, b1: float, variant: Variant
+) -> np.ndarray:
+    """The generic `accelerate`: `u_1 .. u_N` for given `a_n` and `g_n` (axis 0)."""
+    directions = np.asarray(directions, np.float64)
+    grads = np.asarray(grads, np.float64)
+    prev_update = np.zeros(directions.shape[1:])
+    prev_grad_sign = np.zeros(directions.shape[1:])
+    accelerated = np.empty_like(directions)
+    for n in range(directions.shape[0]):
+        grad_sign = np.sign(grads[n])
+        prev_update = accelerate_step(
+            directions[n], grad_sign, prev_grad_sign, prev_update, b1, variant
+        )
+        prev_grad_sign = grad_sign
+        accelerated[n] = prev_update
+    return accelerated
+
+
+def init(shape: tuple[int, ...]) -> State:
+    """The state before the first step: everything zero."""
+    zeros = np.zeros(shape)
+    return State(0, zeros, zeros, zeros, zeros, zeros)
+
+
+def step(
+    state: State, grad: np.ndarray, config: Config
+) -> tuple[np.ndarray, np.ndarray, State]:
+    """One step of the rule: returns `(a_n, u_n, new state)`."""
+    grad = np.asarray(grad, np.float64)
+    b1, b2 = config.b1, config.b2
+    n = state.count + 1
+    mu = b1 * state.mu + (1.0 - b1) * grad
+    nu_max = state.nu_max
+    if config.family == "adamax":
+        # Adam paper section 7: infinity norm, no bias correction of v.
+        nu = np.maximum(b2 * state.nu, np.abs(grad))
+        direction = divide(mu / (1.0 - b1**n), nu + config.eps)
+    else:
+        nu = b2 * state.nu + (1.0 - b2) * np.abs(grad) ** 2
+        if config.family == "amsgrad":
+            nu_max = np.maximum(state.nu_max, nu / (1.0 - b2**n))
+            mu_hat, second = mu / (1.0 - b1**n), nu_max
+        elif config.bias_correction:
+            mu_hat, second = mu / (1.0 - b1**n), nu / (1.0 - b2**n)
+        else:
+            mu_hat, second = mu, nu
+        direction = divide(mu_hat, np.sqrt(second + config.eps_root) + config.eps)
+    grad_sign = np.sign(grad)
+    update = accelerate_step(
+        direction,
+        grad_sign,
+        state.prev_grad_sign,
+        state.prev_update,
+        b1,
+        config.variant,
+    )
+    return direction, update, State(n, mu, nu, nu_max, update, grad_sign)
+
+
+def run_directions(grads: np.ndarray, config: Config) -> History:
+    """Runs the rule on a given gradient sequence (axis 0 is the step)."""
+    grads = np.asarray(grads, np.float64)
+    state = init(grads.shape[1:])
+    directions = np.empty_like(grads)
+    accelerated = np.empty_like(grads)
+    for n in range(grads.shape[0]):
+        directions[n], accelerated[n], state = step(state, grads[n], config)
+    return History(directions, accelerated, state)
+
+
+def _learning_rate(learning_rate: LearningRate, steps_taken: int) -> np.ndarray:
+    if callable(learning_rate):
+        return np.asarray(learning_rate(steps_taken), np.float64)
+    return np.asarray(learning_rate, np.float64)
+
+
+def run_trajectory(
+    grad_fn: Callable[[np.ndarray], np.ndarray],
+    params: np.ndarray,
+    steps: int,
+    learning_rate: LearningRate,
+    config: Config,
+    weight_decay: float = 0.0,
+    decay_mask: bool | np.ndarray = True,
+) -> Trajectory:
+    """Optimises from `params` for `steps` steps.
+
+    `updates_n = -lr_n * (u_n + weight_decay * mask * theta_n)`: the decoupled
+    decay (AAdamW) sits outside `u_n`, so it is never accelerated.
+    """
+    theta = np.asarray(params, np.float64)
+    state = init(theta.shape)
+    history, updates = [], []
+    decay = weight_decay * np.asarray(decay_mask, np.float64)
+    for n in range(steps):
+        _, direction, state = step(state, grad_fn(theta), config)
+        update = -_learning_rate(learning_rate, n) * (direction + decay * theta)
+        history.append(theta)
+        updates.append(update)
+        theta = theta + update
+    return Trajectory(np.stack(history), np.stack(updates), theta, state)
+
+
+def run_literal_trajectory(
+    grad_fn: Callable[[np.ndarray], np.ndarray],
+    params: np.ndarray,
+    steps: int,
+    learning_rate: LearningRate,
+    b1: float,
+    b2: float,
+    eps: float,
+    variant: Variant = "sign_change",
+) -> Trajectory:
+    """The AAdam text, literally: the memory is the previous *step*, lr included.
+
+    `theta_{n+1} = theta_n - Delta_n`, `Delta_n = lr_n * b1 * mhat / sqrt(vhat +
+    eps) + d_n`, `d_n = (1 - b1) * c_n * Delta_{n-1}` (for ``"magnitude"``,
+    `(1 - b1) * s_n * |Delta_{n-1}| * sign(mhat)`). With a constant learning rate
+    this is the package with `eps=0, eps_root=eps`; with a schedule it is not,
+    since `Delta_{n-1}` carries the learning rate of its own step.
+    """
+    theta = np.asarray(params, np.float64)
+    mu = np.zeros_like(theta)
+    nu = np.zeros_like(theta)
+    prev_step = np.zeros_like(theta)
+    prev_grad_sign = np.zeros_like(theta)
+    history, updates = [], []
+    for n in range(1, steps + 1):
+        grad = grad_fn(theta)
+        mu = b1 * mu + (1.0 - b1) * grad
+        nu = b2 * nu + (1.0 - b2) * grad**2
+        adam_step = _learning_rate(learning_rate, n - 1) * divide(
+            mu / (1.0 - b1**n), np.sqrt(nu / (1.0 - b2**n) + eps)
+        )
+        grad_sign = np.sign(grad)
+        prev_step = _literal_step(
+            adam_step, grad_sign, prev_grad_sign, prev_step, b1, variant
+        )
+        prev_grad_sign = grad_sign
+        history.append(theta)
+        updates.append(-prev_step)
+        theta = theta - prev_step
+    state = State(steps, mu, nu, np.zeros_like(theta), prev_step, prev_grad_sign)
+    return Trajectory(np.stack(history), np.stack(updates), theta, state)
+
+
+def _literal_step(
+    adam_step: np.ndarray,
+    grad_sign: np.ndarray,
+    prev_grad_sign: np.ndarray,
+    prev_step: np.ndarray,
+    b1: float,
+    variant: Variant,
+) -> np.ndarray:
+    """`Delta_n = b1 * (lr * mhat / sqrt(vhat + eps)) + d_n`, written out."""
+    if variant == "sign_change":
+        d = (1.0 - b1) * grad_sign * prev_grad_sign * prev_step
+    elif variant == "sign":
+        d = (1.0 - b1) * grad_sign * prev_step
+    else:
+        d = (
+            (1.0 - b1)
+            * grad_sign
+            * prev_grad_sign
+            * np.abs(prev_step)
+            * np.sign(adam_step)
+        )
+    return b1 * adam_step + d

@@ -1,0 +1,207 @@
+"""Identities of the acceleration rule, derived from ALGORITHMS.md.
+
+Each test states an identity that follows from `u_n = b1 a_n + (1 - b1) c_n
+u_{n-1}` and checks the package against it, with optax's own transformations as
+the source of `a_n`. Runs are short and eager (a Python loop of `update` calls):
+compiling a scan per case would cost more than running it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpy_reference as ref
+import optax
+import pytest
+
+import aadam_optax
+
+VARIANTS = aadam_optax.VARIANTS
+STEPS = 30
+SHAPE = (7,)
+B1, B2 = 0.8, 0.99
+
+
+def random_grads(seed: int, steps: int = STEPS, shape: tuple = SHAPE) -> np.ndarray:
+    """Gradients of mixed scale and random sign, some exactly 0."""
+    rng = np.random.default_rng(seed)
+    grads = rng.normal(size=(steps, *shape)) * 10.0 ** rng.uniform(-3, 2, size=shape)
+    grads[rng.random(grads.shape) < 0.1] = 0.0
+    return grads
+
+
+def run(transform: optax.GradientTransformation, grads: Any) -> tuple[np.ndarray, Any]:
+    """Feeds `grads` (axis 0 is the step) through `transform`; returns updates."""
+    state = transform.init(jnp.zeros_like(grads[0]))
+    updates = []
+    for grad in grads:
+        update, state = transform.update(grad, state)
+        updates.append(update)
+    return np.stack([np.asarray(u) for u in updates]), state
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_first_step_is_b1_times_adam(variant: str) -> None:
+    """sign(g_0) := 0 and u_0 = 0, so u_1 = b1 * a_1 for every variant."""
+    grad = jnp.asarray(random_grads(0, steps=1))
+    accelerated, _ = run(aadam_optax.scale_by_aadam(B1, B2, variant=variant), grad)
+    adam, _ = run(optax.scale_by_adam(B1, B2), grad)
+    np.testing.assert_allclose(accelerated, B1 * adam, rtol=1e-6, atol=1e-7)
+
+
+def alternating_zero_grads(seed: int) -> np.ndarray:
+    """Component i is exactly 0 on the steps n with n + i even (n from 1)."""
+    grads = random_grads(seed)
+    steps = np.arange(1, STEPS + 1)[:, None]
+    components = np.arange(SHAPE[0])[None, :]
+    grads[(steps + components) % 2 == 0] = 0.0
+    grads[(steps + components) % 2 == 1] += 0.5  # nonzero where not zeroed
+    return grads
+
+
+@pytest.mark.parametrize("variant", ["sign_change", "magnitude"])
+def test_no_acceleration_when_every_other_gradient_is_zero(variant: str) -> None:
+    """c_n = sign(g_n) sign(g_{n-1}) = 0 at every step: AAdam is b1 x Adam.
+
+    From step 2 on, Adam's direction is not 0 on the zero-gradient steps (its
+    momentum still moves), so this covers those steps too.
+    """
+    with jax.enable_x64(True):
+        grads = jnp.asarray(alternating_zero_grads(1))
+        accelerated, _ = run(aadam_optax.scale_by_aadam(B1, B2, variant=variant), grads)
+        adam, _ = run(optax.scale_by_adam(B1, B2), grads)
+    assert np.all(adam[1:] != 0)
+    np.testing.assert_allclose(accelerated, B1 * adam, rtol=1e-13, atol=0)
+
+
+def test_sign_variant_with_every_other_gradient_zero() -> None:
+    """For c_n = sign(g_n): u_n = b1 a_n where g_n = 0, and where g_n != 0 (so
+    g_{n-1} = 0 and u_{n-1} = b1 a_{n-1}): u_n = b1 (a_n + (1-b1) sign(g_n) a_{n-1}).
+    """
+    with jax.enable_x64(True):
+        grads_np = alternating_zero_grads(2)
+        grads = jnp.asarray(grads_np)
+        accelerated, _ = run(aadam_optax.scale_by_aadam(B1, B2, variant="sign"), grads)
+        adam, _ = run(optax.scale_by_adam(B1, B2), grads)
+    previous = np.concatenate([np.zeros((1, *SHAPE)), adam[:-1]])
+    expected = B1 * (adam + (1 - B1) * np.sign(grads_np) * previous)
+    np.testing.assert_allclose(accelerated, expected, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("seed", [3, 4])
+def test_step_bounds(variant: str, seed: int) -> None:
+    """|u_n| <= b1 |a_n| + (1 - b1) |u_{n-1}| <= max_{k<=n} |a_k|."""
+    with jax.enable_x64(True):
+        grads = jnp.asarray(random_grads(seed))
+        accelerated, _ = run(aadam_optax.scale_by_aadam(B1, B2, variant=variant), grads)
+        adam, _ = run(optax.scale_by_adam(B1, B2), grads)
+    previous = np.concatenate([np.zeros((1, *SHAPE)), accelerated[:-1]])
+    slack = 1 + 1e-12
+    sharp = B1 * np.abs(adam) + (1 - B1) * np.abs(previous)
+    assert np.all(np.abs(accelerated) <= sharp * slack)
+    running_max = np.maximum.accumulate(np.abs(adam), axis=0)
+    assert np.all(np.abs(accelerated) <= running_max * slack)
+    # The bounds are not vacuous: the memory term is used somewhere.
+    assert np.any(np.abs(accelerated - B1 * adam) > 1e-3 * running_max)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradient_scale_invariance(variant: str) -> None:
+    """eps = eps_root = 0: scaling every gradient by k > 0 leaves u_n unchanged.
+
+    For k a power of two every operation (products, sums, sqrt, division)
+    commutes exactly with the scaling, so the updates are bitwise equal.
+    """
+    grads = random_grads(5)
+    with jax.enable_x64(True):
+        transform = aadam_optax.scale_by_aadam(B1, B2, 0.0, 0.0, variant=variant)
+        base, _ = run(transform, jnp.asarray(grads))
+        for k in (2.0**-10, 2.0**7):
+            scaled, _ = run(transform, jnp.asarray(grads * k))
+            np.testing.assert_array_equal(scaled, base)
+        for k in (3.7, 1e-3, 1e4):
+            scaled, _ = run(transform, jnp.asarray(grads * k))
+            np.testing.assert_allclose(
+                scaled, base, rtol=1e-10, atol=1e-12 * np.abs(base).max()
+            )
+
+
+def _pairs(variant: str) -> dict[str, tuple[Any, Any]]:
+    lr = 0.03
+    return {
+        "adam": (
+            optax.chain(
+                aadam_optax.accelerate(
+                    optax.scale_by_adam(B1, B2), B1, variant=variant
+                ),
+                optax.scale_by_learning_rate(lr),
+            ),
+            aadam_optax.aadam(lr, B1, B2, variant=variant),
+        ),
+        "amsgrad": (
+            optax.chain(
+                aadam_optax.accelerate(
+                    optax.scale_by_amsgrad(B1, B2), B1, variant=variant
+                ),
+                optax.scale_by_learning_rate(lr),
+            ),
+            aadam_optax.aamsgrad(lr, B1, B2, variant=variant),
+        ),
+        # optax adds AdaMax's eps inside the maximum, the package outside it;
+        # with eps = 0 (and nonzero gradients) the two are the same rule.
+        "adamax": (
+            optax.chain(
+                aadam_optax.accelerate(
+                    optax.scale_by_adamax(B1, B2, eps=0.0), B1, variant=variant
+                ),
+                optax.scale_by_learning_rate(lr),
+            ),
+            aadam_optax.aadamax(lr, B1, B2, eps=0.0, variant=variant),
+        ),
+    }
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("family", ["adam", "amsgrad", "adamax"])
+def test_accelerate_of_optax_direction_equals_alias(family: str, variant: str) -> None:
+    grads = random_grads(6)
+    grads[grads == 0] = 1.5  # AdaMax with eps = 0 divides by max |g|
+    with jax.enable_x64(True):
+        generic, alias = _pairs(variant)[family]
+        expected, _ = run(alias, jnp.asarray(grads))
+        actual, _ = run(generic, jnp.asarray(grads))
+    np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_complex_params_are_accelerated_as_two_reals(variant: str) -> None:
+    """Re and Im each follow the real rule, driven by their own gradient signs.
+
+    Adam's complex direction mixes the parts (its second moment is |g|^2), so
+    the expectation takes optax's complex Adam direction and applies the real
+    reference rule to its real and imaginary parts separately.
+    """
+    real, imag = random_grads(7), random_grads(8)
+    imag[3] = 0.0  # a step whose imaginary part is exactly 0
+    with jax.enable_x64(True):
+        grads = jnp.asarray(real + 1j * imag)
+        adam, _ = run(optax.scale_by_adam(B1, B2), grads)
+        generic, state = run(
+            aadam_optax.accelerate(optax.scale_by_adam(B1, B2), B1, variant=variant),
+            grads,
+        )
+        own, _ = run(aadam_optax.scale_by_aadam(B1, B2, variant=variant), grads)
+    expected = ref.accelerate_sequence(
+        adam.real, real, B1, variant
+    ) + 1j * ref.accelerate_sequence(adam.imag, imag, B1, variant)
+    for actual in (generic, own):
+        assert actual.dtype == np.complex128
+        np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-15)
+    # The two sign histories, packed as re + 3 * im.
+    np.testing.assert_array_equal(
+        state.prev_grad_sign, np.sign(real[-1]) + 3 * np.sign(imag[-1])
+    )
