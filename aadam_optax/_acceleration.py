@@ -220,6 +220,12 @@ def accelerate(
       >>> print(updates)  # the first step is b1 * inner's: -0.1 * 0.9 * g
       [-0.09  0.09]
     """
+    if not isinstance(inner, optax.GradientTransformation):
+        raise TypeError(
+            "inner must be an optax.GradientTransformation such as "
+            f"optax.scale_by_adam(), got {inner!r}. Pass the transformation, "
+            "not the function that builds it."
+        )
     _validation.check_decay_rate("b1", b1)
     _validation.check_variant(variant)
     _validation.check_float_dtype("prev_update_dtype", prev_update_dtype)

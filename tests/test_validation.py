@@ -1,0 +1,358 @@
+"""Bad input fails early, at the line that made it, with a message that helps.
+
+Constructor arguments are checked when they are concrete (Python and NumPy
+scalars, strings, dtypes); JAX arrays and schedules pass through so that
+`optax.inject_hyperparams` works. `update` checks that the gradient tree matches
+the state, and `init` that every param can be trained.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import aadam_optax as ao
+
+FACTORIES: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "scale_by_aadam": ao.scale_by_aadam,
+    "aadam": ao.aadam,
+    "aadamw": ao.aadamw,
+    "scale_by_aadamax": ao.scale_by_aadamax,
+    "aadamax": ao.aadamax,
+    "scale_by_aamsgrad": ao.scale_by_aamsgrad,
+    "aamsgrad": ao.aamsgrad,
+    "accelerate": ao.accelerate,
+}
+
+# Arguments every call needs; the tests override one argument at a time.
+REQUIRED: dict[str, Any] = {
+    "learning_rate": 0.1,
+    "inner": optax.scale_by_adam(),
+}
+
+NAN, INF = float("nan"), float("inf")
+
+# (bad value, exception, what the message must say besides the name)
+DECAY_RATE = "must be in \\[0, 1\\)"
+NON_NEGATIVE = "must be a finite number >= 0"
+NUMBER = "must be a number"
+DTYPE = "must be None or a floating-point dtype"
+BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
+    "b1": [
+        (1.0, ValueError, DECAY_RATE),
+        (-0.1, ValueError, DECAY_RATE),
+        (1.5, ValueError, DECAY_RATE),
+        (NAN, ValueError, DECAY_RATE),
+        (INF, ValueError, DECAY_RATE),
+        (-INF, ValueError, DECAY_RATE),
+        (np.float32(1.0), ValueError, DECAY_RATE),
+        ("0.9", TypeError, NUMBER),
+        (None, TypeError, NUMBER),
+        (True, TypeError, NUMBER),
+        (0.9j, TypeError, NUMBER),
+    ],
+    "eps": [
+        (-1e-8, ValueError, NON_NEGATIVE),
+        (NAN, ValueError, NON_NEGATIVE),
+        (INF, ValueError, NON_NEGATIVE),
+        (np.float64(-1.0), ValueError, NON_NEGATIVE),
+        ("1e-8", TypeError, NUMBER),
+        (None, TypeError, NUMBER),
+    ],
+    "learning_rate": [
+        (-0.1, ValueError, NON_NEGATIVE),
+        (NAN, ValueError, NON_NEGATIVE),
+        (INF, ValueError, NON_NEGATIVE),
+        ("0.1", TypeError, NUMBER),
+        (None, TypeError, NUMBER),
+    ],
+    "variant": [
+        ("nesterov", ValueError, "must be one of 'sign_change', 'sign', 'magnitude'"),
+        ("SIGN", ValueError, "must be one of 'sign_change', 'sign', 'magnitude'"),
+        ("", ValueError, "must be one of"),
+        (1, ValueError, "must be one of"),
+        (None, ValueError, "must be one of"),
+    ],
+    "bias_correction": [
+        (1, TypeError, "must be True or False"),
+        ("False", TypeError, "must be True or False"),
+        (None, TypeError, "must be True or False"),
+    ],
+    "mu_dtype": [
+        (jnp.int32, TypeError, DTYPE),
+        (np.int8, TypeError, DTYPE),
+        (jnp.bool_, TypeError, DTYPE),
+        ("int32", TypeError, DTYPE),
+        (jnp.uint8, TypeError, DTYPE),
+        ("not_a_dtype", TypeError, DTYPE),
+        (3, TypeError, DTYPE),
+        (object, TypeError, DTYPE),
+    ],
+}
+BAD_VALUES["b2"] = BAD_VALUES["b1"]
+BAD_VALUES["eps_root"] = BAD_VALUES["eps"]
+BAD_VALUES["weight_decay"] = BAD_VALUES["eps"]
+BAD_VALUES["prev_update_dtype"] = BAD_VALUES["mu_dtype"]
+
+# Arguments that take objects rather than values; tested separately below.
+NOT_VALUES = {"inner", "mask"}
+
+
+def _build(name: str, **overrides: Any) -> optax.GradientTransformation:
+    factory = FACTORIES[name]
+    parameters = inspect.signature(factory).parameters
+    kwargs = {k: v for k, v in REQUIRED.items() if k in parameters}
+    kwargs.update(overrides)
+    return factory(**kwargs)
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for name, factory in FACTORIES.items():
+        for argument in inspect.signature(factory).parameters:
+            if argument in NOT_VALUES:
+                continue
+            for index, (value, error, allowed) in enumerate(BAD_VALUES[argument]):
+                cases.append(
+                    pytest.param(
+                        name,
+                        argument,
+                        value,
+                        error,
+                        allowed,
+                        id=f"{name}-{argument}-{index}",
+                    )
+                )
+    return cases
+
+
+def test_every_constructor_argument_has_bad_values() -> None:
+    """A new argument must come with its own bad values here."""
+    for factory in FACTORIES.values():
+        for argument in inspect.signature(factory).parameters:
+            assert argument in BAD_VALUES or argument in NOT_VALUES, argument
+
+
+@pytest.mark.parametrize(("name", "argument", "value", "error", "allowed"), _cases())
+def test_bad_constructor_argument_names_itself_and_what_is_allowed(
+    name: str, argument: str, value: Any, error: type[Exception], allowed: str
+) -> None:
+    # The message starts with the argument's name, so "eps" cannot be matched by
+    # a message about "eps_root".
+    with pytest.raises(error, match=f"^{argument} {allowed}"):
+        _build(name, **{argument: value})
+
+
+@pytest.mark.parametrize("inner", [None, optax.scale_by_adam, 0.1])
+def test_accelerate_rejects_an_inner_that_is_not_a_transformation(inner: Any) -> None:
+    with pytest.raises(TypeError, match="inner"):
+        ao.accelerate(inner)
+
+
+# --------------------------------------------------------------------------
+# Valid edge values construct and run.
+
+# Test ids use repr(value), or "schedule" for a callable, so that they are the
+# same in every process (pytest-xdist compares them).
+EDGE_VALUES: list[tuple[str, Any]] = [
+    ("b1", 0.0),
+    ("b1", 0),
+    ("b2", 0.0),
+    ("eps", 0.0),
+    ("eps_root", 0.0),
+    ("learning_rate", 0.0),
+    ("learning_rate", optax.linear_schedule(0.1, 0.0, 10)),
+    ("learning_rate", jnp.array(0.05)),
+    ("b1", jnp.array(0.8)),
+    ("b2", np.float32(0.99)),
+    ("eps", jnp.array(1e-6)),
+    ("weight_decay", 0.0),
+    ("weight_decay", jnp.array(0.2)),
+    ("variant", "sign"),
+    ("variant", "magnitude"),
+    ("bias_correction", False),
+    ("mu_dtype", jnp.bfloat16),
+    ("mu_dtype", "float16"),
+    ("prev_update_dtype", np.dtype("float32")),
+]
+
+
+def _edge_cases() -> list[Any]:
+    cases = []
+    for name, factory in FACTORIES.items():
+        parameters = inspect.signature(factory).parameters
+        for argument, value in EDGE_VALUES:
+            if argument in parameters:
+                label = "schedule" if inspect.isfunction(value) else repr(value)
+                cases.append(
+                    pytest.param(name, argument, value, id=f"{name}-{argument}-{label}")
+                )
+    return cases
+
+
+@pytest.mark.parametrize(("name", "argument", "value"), _edge_cases())
+def test_valid_edge_values_construct_and_step(
+    name: str, argument: str, value: Any
+) -> None:
+    opt = _build(name, **{argument: value})
+    params = {"w": jnp.array([1.0, -2.0])}
+    state = opt.init(params)
+    updates, _ = opt.update({"w": jnp.array([0.5, -0.25])}, state, params)
+    assert np.all(np.isfinite(updates["w"]))
+
+
+def test_zero_b1_constructs_but_aadam_never_moves() -> None:
+    """b1 = 0 is valid, but `u_n = b1 a_n + (1 - b1) c_n u_{n-1}` with `u_0 = 0`
+    is then 0 for every n: AAdam with b1 = 0 does not train (unlike Adam, where
+    b1 = 0 is RMSprop). Documented here so that it is not a surprise."""
+    opt = ao.aadam(0.1, b1=0.0)
+    params = jnp.array([1.0, -2.0])
+    state = opt.init(params)
+    for step in range(5):
+        updates, state = opt.update(jnp.array([0.5, -0.25]) * (step + 1), state)
+        np.testing.assert_array_equal(updates, 0.0)
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [ao.aadam, ao.aadamw, ao.aadamax, ao.aamsgrad],
+    ids=["aadam", "aadamw", "aadamax", "aamsgrad"],
+)
+def test_hyperparameters_injected_as_arrays_pass_validation_under_jit(
+    factory: Callable,
+) -> None:
+    """Under `inject_hyperparams` the optimizer is rebuilt inside `jit` with
+    traced hyperparameters; validation must let them through, and the traced
+    value must be the one used. With b1 = 0 every accelerated direction is 0
+    (`u_n = c_n u_{n-1}`, `u_0 = 0`), which tells the injected b1 was applied."""
+    opt = optax.inject_hyperparams(factory)(learning_rate=0.1, b1=0.8, b2=0.99)
+    params = jnp.array([1.0, -2.0])
+    grads = jnp.array([0.5, -0.25])
+    state = opt.init(params)
+    update = jax.jit(opt.update)
+    updates, _ = update(grads, state, params)
+    assert np.all(np.asarray(updates) != 0)
+
+    state.hyperparams["b1"] = jnp.array(0.0)
+    if "weight_decay" in state.hyperparams:
+        state.hyperparams["weight_decay"] = jnp.array(0.0)
+    updates, _ = update(grads, state, params)
+    np.testing.assert_array_equal(updates, 0.0)
+
+
+# --------------------------------------------------------------------------
+# update: the gradient tree must match the state.
+
+OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "aadam": lambda: ao.aadam(0.1),
+    "aadamw": lambda: ao.aadamw(0.1),
+    "aadamax": lambda: ao.aadamax(0.1),
+    "aamsgrad": lambda: ao.aamsgrad(0.1),
+    "accelerate": lambda: ao.accelerate(optax.scale_by_adam()),
+}
+
+
+def _params() -> dict[str, Any]:
+    return {"layer": {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}}
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_mismatched_gradient_tree_names_both_structures(name: str, jit: bool) -> None:
+    opt = OPTIMIZERS[name]()
+    params = _params()
+    state = opt.init(params)
+    grads = {"layer": {"w": jnp.ones((2, 3)), "bias": jnp.zeros(3)}}
+    update = jax.jit(opt.update) if jit else opt.update
+    with pytest.raises(ValueError, match="gradient tree does not match") as info:
+        update(grads, state, params)
+    message = str(info.value)
+    assert str(jax.tree.structure(grads)) in message
+    assert str(jax.tree.structure(params)) in message
+    # A short message, not a deep trace of JAX internals.
+    assert len(message) < 1000
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_extra_or_missing_leaf_is_a_structure_error(name: str) -> None:
+    opt = OPTIMIZERS[name]()
+    params = [jnp.ones(2), jnp.ones(3)]
+    state = opt.init(params)
+    for grads in ([jnp.ones(2)], [jnp.ones(2), jnp.ones(3), jnp.ones(1)]):
+        with pytest.raises(ValueError, match="does not match the optimizer state"):
+            opt.update(grads, state, params)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("bad_shape", [(3, 2), (2, 1), (1, 3), ()])
+def test_shape_mismatch_names_the_leaf_and_both_shapes(
+    name: str, bad_shape: tuple[int, ...]
+) -> None:
+    """Shapes that would broadcast against the state are rejected too."""
+    opt = OPTIMIZERS[name]()
+    params = _params()
+    state = opt.init(params)
+    grads = {"layer": {"w": jnp.ones(bad_shape), "b": jnp.zeros(3)}}
+    expected = (
+        re.escape("['layer']['w']")
+        + ".*"
+        + re.escape(str(bad_shape))
+        + ".*"
+        + re.escape(str((2, 3)))
+    )
+    with pytest.raises(ValueError, match=expected):
+        opt.update(grads, state, params)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_failed_update_leaves_the_old_state_usable(name: str) -> None:
+    opt = OPTIMIZERS[name]()
+    params = _params()
+    state = opt.init(params)
+    good = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    updates, state = opt.update(good, state, params)
+    snapshot = jax.tree.map(np.array, state)
+
+    with pytest.raises(ValueError):
+        opt.update({"layer": {"w": jnp.ones((2, 3))}}, state, params)
+    with pytest.raises(ValueError):
+        opt.update({"layer": {"w": jnp.ones(3), "b": jnp.ones(3)}}, state, params)
+
+    # The state is unchanged and still steps exactly as a state that never saw
+    # the failures.
+    jax.tree.map(np.testing.assert_array_equal, state, snapshot)
+    after_failures, _ = opt.update(good, state, params)
+    clean, _ = opt.update(good, jax.tree.map(jnp.asarray, snapshot), params)
+    jax.tree.map(np.testing.assert_array_equal, after_failures, clean)
+
+
+# --------------------------------------------------------------------------
+# init: every param must be trainable.
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize(
+    "bad", [jnp.arange(3), jnp.array([True, False]), np.int8(3)], ids=str
+)
+def test_integer_or_boolean_param_fails_at_init_naming_its_path(
+    name: str, bad: Any
+) -> None:
+    opt = OPTIMIZERS[name]()
+    params = {"layer": {"w": jnp.ones(3), "step": bad}}
+    dtype = jnp.result_type(bad)
+    with pytest.raises(TypeError, match=re.escape("['layer']['step']") + f".*{dtype}"):
+        opt.init(params)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_integer_param_at_the_root_is_named_as_such(name: str) -> None:
+    with pytest.raises(TypeError, match="the root.*int32.*optax.masked"):
+        OPTIMIZERS[name]().init(jnp.arange(3, dtype=jnp.int32))
