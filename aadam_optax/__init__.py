@@ -4,6 +4,7 @@ from aadam_optax._aadam import ScaleByAAdamState, aadam, aadamw, scale_by_aadam
 from aadam_optax._aadamax import aadamax, scale_by_aadamax
 from aadam_optax._aamsgrad import ScaleByAAMSGradState, aamsgrad, scale_by_aamsgrad
 from aadam_optax._acceleration import AccelerateState, Variant, accelerate
+from aadam_optax._minimize import MinimizeInfo, minimize
 from aadam_optax._validation import VARIANTS
 
 __version__ = "0.1.0"
@@ -11,6 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "VARIANTS",
     "AccelerateState",
+    "MinimizeInfo",
     "ScaleByAAMSGradState",
     "ScaleByAAdamState",
     "Variant",
@@ -19,6 +21,7 @@ __all__ = [
     "aadamw",
     "aamsgrad",
     "accelerate",
+    "minimize",
     "scale_by_aadam",
     "scale_by_aadamax",
     "scale_by_aamsgrad",
