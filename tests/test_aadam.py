@@ -217,3 +217,35 @@ def test_low_precision_prev_update_tracks_reference() -> None:
             rtol=0,
             atol=2e-2 * np.abs(expected).max(),
         )
+
+
+def test_low_precision_state_still_trains() -> None:
+    """The 9-bytes-per-parameter option (bfloat16 mu and prev_update, float32
+    nu, int8 signs) trains a least-squares fit as well as full precision."""
+    key_a, key_w = jax.random.split(jax.random.PRNGKey(0))
+    inputs = jax.random.normal(key_a, (64, 16))
+    targets = inputs @ jax.random.normal(key_w, (16, 4))
+
+    def loss(w: jax.Array) -> jax.Array:
+        return jnp.mean((inputs @ w - targets) ** 2)
+
+    def train(opt: optax.GradientTransformation) -> jax.Array:
+        def step(carry, _):
+            w, state = carry
+            updates, state = opt.update(jax.grad(loss)(w), state, w)
+            return (optax.apply_updates(w, updates), state), None
+
+        w = jnp.zeros((16, 4))
+        (w, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, length=3000))(
+            (w, opt.init(w))
+        )
+        return loss(w)
+
+    low = aadam_optax.aadam(1e-2, mu_dtype=jnp.bfloat16, prev_update_dtype=jnp.bfloat16)
+    state = low.init(jnp.zeros((16, 4)))
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state) if x.ndim) / (16 * 4)
+    assert state_bytes == 2 + 4 + 2 + 1
+    initial = loss(jnp.zeros((16, 4)))
+    full_loss, low_loss = train(aadam_optax.aadam(1e-2)), train(low)
+    assert full_loss < 1e-8 * initial
+    assert low_loss < 1e-7 * initial
