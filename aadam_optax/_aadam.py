@@ -33,7 +33,13 @@ class ScaleByAAdamState(NamedTuple):
 
 
 def check_adam_arguments(
-    b1: Any, b2: Any, eps: Any, eps_root: Any, variant: Any, mu_dtype: Any
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    eps_root: Any,
+    variant: Any,
+    mu_dtype: Any,
+    prev_update_dtype: Any,
 ) -> None:
     """The checks every accelerated Adam-family transformation shares."""
     _validation.check_decay_rate("b1", b1)
@@ -42,13 +48,54 @@ def check_adam_arguments(
     _validation.check_non_negative("eps_root", eps_root)
     _validation.check_variant(variant)
     _validation.check_float_dtype("mu_dtype", mu_dtype)
+    _validation.check_float_dtype("prev_update_dtype", prev_update_dtype)
 
 
-def init_adam_moments(params: optax.Params, mu_dtype: Any) -> tuple[Any, Any]:
-    """Zero first and second moments; `mu` optionally in `mu_dtype`."""
-    return (
-        optax.tree.zeros_like(params, dtype=mu_dtype),
-        optax.tree.zeros_like(params),
+def init_state(
+    state_type: type[NamedTuple],
+    params: optax.Params,
+    mu_dtype: Any,
+    prev_update_dtype: Any,
+    **extra_moments: Any,
+) -> Any:
+    """The initial state of an accelerated Adam-family transformation.
+
+    Zero moments (`mu` optionally in `mu_dtype`), zero `prev_update` and signs,
+    `count = 0`, and any `extra_moments` given (AMSGrad's `nu_max`).
+    """
+    prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
+    return state_type(
+        count=jnp.zeros([], jnp.int32),
+        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+        nu=optax.tree.zeros_like(params),
+        prev_update=prev_update,
+        prev_grad_sign=prev_grad_sign,
+        **extra_moments,
+    )
+
+
+def accelerate_and_store(
+    directions: Any,
+    grads: Any,
+    state: Any,
+    b1: Any,
+    variant: str,
+    **new_fields: Any,
+) -> tuple[optax.Updates, Any]:
+    """Accelerates `directions` and returns the updates and the next state.
+
+    `new_fields` (count and the moments) replace the state's fields, cast back
+    to the dtypes they had, so the state's dtypes never change across steps.
+    """
+    updates, prev_update, prev_grad_sign = accelerated_step(
+        directions, grads, state.prev_update, state.prev_grad_sign, b1, variant
+    )
+    stored = {
+        name: optax.tree.cast_like(value, getattr(state, name))
+        for name, value in new_fields.items()
+    }
+    return updates, state._replace(
+        prev_update=prev_update, prev_grad_sign=prev_grad_sign, **stored
     )
 
 
@@ -83,16 +130,11 @@ def scale_by_aadam(
       A :class:`optax.GradientTransformationExtraArgs` with state
       :class:`ScaleByAAdamState`.
     """
-    check_adam_arguments(b1, b2, eps, eps_root, variant, mu_dtype)
+    check_adam_arguments(b1, b2, eps, eps_root, variant, mu_dtype, prev_update_dtype)
     _validation.check_bool("bias_correction", bias_correction)
-    _validation.check_float_dtype("prev_update_dtype", prev_update_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByAAdamState:
-        prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
-        mu, nu = init_adam_moments(params, mu_dtype)
-        return ScaleByAAdamState(
-            jnp.zeros([], jnp.int32), mu, nu, prev_update, prev_grad_sign
-        )
+        return init_state(ScaleByAAdamState, params, mu_dtype, prev_update_dtype)
 
     def update_fn(
         updates: optax.Updates,
@@ -113,15 +155,8 @@ def scale_by_aadam(
                 eps_root,
             ),
         )
-        new_updates, prev_update, prev_grad_sign = accelerated_step(
-            directions, updates, state.prev_update, state.prev_grad_sign, b1, variant
-        )
-        return new_updates, ScaleByAAdamState(
-            count,
-            optax.tree.cast_like(mu, state.mu),
-            optax.tree.cast_like(nu, state.nu),
-            prev_update,
-            prev_grad_sign,
+        return accelerate_and_store(
+            directions, updates, state, b1, variant, count=count, mu=mu, nu=nu
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -161,8 +196,9 @@ def aadam(
     text's final rule: the memory of past updates is added where the gradient
     kept its sign and subtracted where it flipped), `c_n = sign(g_n)`
     (``"sign"``, the text's first idea), or, for ``"magnitude"``, the memory
-    term `(1 - b_1) sign(g_n) sign(g_{n-1}) |u_{n-1}| sign(a_n)` that changes the
-    size of Adam's step but never its direction. `sign(0) = 0`, so the first
+    term `(1 - b_1) sign(g_n) sign(g_{n-1}) |u_{n-1}| sign(a_n)`, which adds the
+    previous step's size to Adam's step, or takes it away, along Adam's current
+    direction (a large enough brake can reverse the step). `sign(0) = 0`, so the first
     step, and any component whose gradient is exactly zero, takes `b_1 a_n`.
 
     With a constant learning rate this is exactly the text's

@@ -11,10 +11,11 @@ import optax
 from aadam_optax import _directions, _validation
 from aadam_optax._aadam import (
     ScaleByAAdamState,
+    accelerate_and_store,
     check_adam_arguments,
-    init_adam_moments,
+    init_state,
 )
-from aadam_optax._acceleration import Variant, accelerated_step, init_acceleration
+from aadam_optax._acceleration import Variant
 
 
 def scale_by_aadamax(
@@ -40,15 +41,10 @@ def scale_by_aadamax(
       A :class:`optax.GradientTransformationExtraArgs` with state
       :class:`aadam_optax.ScaleByAAdamState` (`nu` holds the infinity norm).
     """
-    check_adam_arguments(b1, b2, eps, 0.0, variant, mu_dtype)
-    _validation.check_float_dtype("prev_update_dtype", prev_update_dtype)
+    check_adam_arguments(b1, b2, eps, 0.0, variant, mu_dtype, prev_update_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByAAdamState:
-        prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
-        mu, nu = init_adam_moments(params, mu_dtype)
-        return ScaleByAAdamState(
-            jnp.zeros([], jnp.int32), mu, nu, prev_update, prev_grad_sign
-        )
+        return init_state(ScaleByAAdamState, params, mu_dtype, prev_update_dtype)
 
     def update_fn(
         updates: optax.Updates,
@@ -67,15 +63,8 @@ def scale_by_aadamax(
             _directions.bias_corrected(mu, b1, count, True),
             jax.tree.map(lambda v: v + eps, nu),
         )
-        new_updates, prev_update, prev_grad_sign = accelerated_step(
-            directions, updates, state.prev_update, state.prev_grad_sign, b1, variant
-        )
-        return new_updates, ScaleByAAdamState(
-            count,
-            optax.tree.cast_like(mu, state.mu),
-            optax.tree.cast_like(nu, state.nu),
-            prev_update,
-            prev_grad_sign,
+        return accelerate_and_store(
+            directions, updates, state, b1, variant, count=count, mu=mu, nu=nu
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

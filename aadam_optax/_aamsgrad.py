@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from aadam_optax import _directions, _validation
-from aadam_optax._aadam import check_adam_arguments, init_adam_moments
-from aadam_optax._acceleration import Variant, accelerated_step, init_acceleration
+from aadam_optax._aadam import accelerate_and_store, check_adam_arguments, init_state
+from aadam_optax._acceleration import Variant
 
 
 class ScaleByAAMSGradState(NamedTuple):
@@ -58,19 +58,15 @@ def scale_by_aamsgrad(
       A :class:`optax.GradientTransformationExtraArgs` with state
       :class:`ScaleByAAMSGradState`.
     """
-    check_adam_arguments(b1, b2, eps, eps_root, variant, mu_dtype)
-    _validation.check_float_dtype("prev_update_dtype", prev_update_dtype)
+    check_adam_arguments(b1, b2, eps, eps_root, variant, mu_dtype, prev_update_dtype)
 
     def init_fn(params: optax.Params) -> ScaleByAAMSGradState:
-        prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
-        mu, nu = init_adam_moments(params, mu_dtype)
-        return ScaleByAAMSGradState(
-            jnp.zeros([], jnp.int32),
-            mu,
-            nu,
-            optax.tree.zeros_like(params),
-            prev_update,
-            prev_grad_sign,
+        return init_state(
+            ScaleByAAMSGradState,
+            params,
+            mu_dtype,
+            prev_update_dtype,
+            nu_max=optax.tree.zeros_like(params),
         )
 
     def update_fn(
@@ -91,16 +87,16 @@ def scale_by_aamsgrad(
             _directions.bias_corrected(mu, b1, count, True),
             _directions.root_denominator(nu_max, eps, eps_root),
         )
-        new_updates, prev_update, prev_grad_sign = accelerated_step(
-            directions, updates, state.prev_update, state.prev_grad_sign, b1, variant
-        )
-        return new_updates, ScaleByAAMSGradState(
-            count,
-            optax.tree.cast_like(mu, state.mu),
-            optax.tree.cast_like(nu, state.nu),
-            optax.tree.cast_like(nu_max, state.nu_max),
-            prev_update,
-            prev_grad_sign,
+        return accelerate_and_store(
+            directions,
+            updates,
+            state,
+            b1,
+            variant,
+            count=count,
+            mu=mu,
+            nu=nu,
+            nu_max=nu_max,
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

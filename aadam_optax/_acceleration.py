@@ -42,7 +42,9 @@ def _rule(
         memory = grad_sign * prev_grad_sign * prev_update
     else:
         # "magnitude": the previous step's size is added to, or taken from, the
-        # size of the current step; its direction stays the current Adam one.
+        # size of the current step, along the current direction (the text: "the
+        # value d is actually added or subtracted from the current update step
+        # size"), whatever the sign of the previous step.
         agreement = grad_sign * prev_grad_sign
         memory = agreement * jnp.abs(prev_update) * jnp.sign(direction)
     return b1 * direction + (1 - b1) * memory
