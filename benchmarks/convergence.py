@@ -1,0 +1,1226 @@
+"""Convergence benchmark: AAdam and its relatives against the Adam family.
+
+Each task is one compiled program holding every optimizer: the learning-rate
+grid and the seeds are vectorised with `jax.vmap`, and the training loop is a
+`jax.lax.scan`, so each (task, optimizer) cell compiles exactly once. Every
+optimizer gets the same learning-rate grid per task; the best learning rate is
+picked per (task, optimizer) by the mean over seeds of the validation loss
+(tasks with data) or of the final training objective (synthetic tasks). At an
+equal learning rate AAdam's first step is `b1` times Adam's, so an untuned
+comparison is unfair; the grid is what makes it fair.
+
+Gradients: full batch for the two logistic regressions, mini-batches of 32
+drawn with replacement for the digits MLP and CNN (keyed by seed and step, so
+every optimizer and learning rate of a seed sees the same batches), exact for
+Rosenbrock and the ill-conditioned quadratic, exact plus Gaussian noise (keyed
+the same way) for the noisy quadratic.
+
+Run `python benchmarks/convergence.py --help` for the options. Results go to
+`--out` (default `benchmarks/results`):
+
+* `convergence.csv`: one row per task x optimizer x learning rate x seed (the
+  raw measurements; the `selected` column marks the chosen learning rate);
+* `convergence_summary.csv`: one row per task x optimizer at the chosen
+  learning rate (means and standard deviations over seeds, ranks);
+* `convergence.md`: the tables, the command, versions and a plain-language
+  summary written from the measured numbers;
+* `convergence_curves.png`: training objective vs step per task, median over
+  seeds with a min-max band, one line per optimizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import dataclasses
+import datetime
+import functools
+import importlib.metadata
+import math
+import os
+import pathlib
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import aadam_optax
+
+# ---------------------------------------------------------------------------
+# Optimizers
+# ---------------------------------------------------------------------------
+
+# name -> constructor taking the (traced) learning rate. Hyperparameters other
+# than the learning rate are every library's defaults (b1=0.9, b2=0.999,
+# eps=1e-8, weight_decay=1e-4 for both AdamW and AAdamW).
+OPTIMIZERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
+    "aadam_sign_change": lambda lr: aadam_optax.aadam(lr, variant="sign_change"),
+    "aadam_sign": lambda lr: aadam_optax.aadam(lr, variant="sign"),
+    "aadam_magnitude": lambda lr: aadam_optax.aadam(lr, variant="magnitude"),
+    "aadamw": lambda lr: aadam_optax.aadamw(lr),
+    "aadamax": lambda lr: aadam_optax.aadamax(lr),
+    "aamsgrad": lambda lr: aadam_optax.aamsgrad(lr),
+    "adam": lambda lr: optax.adam(lr),
+    "adamw": lambda lr: optax.adamw(lr),
+    "adamax": lambda lr: optax.adamax(lr),
+    "amsgrad": lambda lr: optax.amsgrad(lr),
+    "nadam": lambda lr: optax.nadam(lr),
+    "rmsprop_momentum": lambda lr: optax.rmsprop(lr, momentum=0.9),
+    "sgd_momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+}
+
+# Each accelerated optimizer and the Optax optimizer it accelerates.
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("aadam_sign_change", "adam"),
+    ("aadam_sign", "adam"),
+    ("aadam_magnitude", "adam"),
+    ("aadamw", "adamw"),
+    ("aadamax", "adamax"),
+    ("aamsgrad", "amsgrad"),
+)
+
+# ---------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------
+
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One optimisation problem and how it is measured.
+
+    Attributes:
+      name: identifier used in files.
+      description: one line for the markdown report.
+      batch: how gradients are computed ("full batch", "mini-batch 64", ...).
+      steps: number of optimizer steps.
+      eval_every: the training objective is recorded every this many steps.
+      lr_grid: log10 of the lowest and highest learning rate, and the count.
+      target: the training objective to reach ("steps to target").
+      init: `key -> params`.
+      grad: `(params, key, step, data) -> gradient` (stochastic where the task
+        is).
+      objective: `(params, data) -> training objective` (exact, full data, no
+        noise).
+      evaluate: `(params, data) -> (validation loss, test accuracy)`, or `None`
+        for synthetic tasks.
+      data: arrays the functions read, passed to the compiled program as an
+        argument: captured as constants instead, they make XLA's compilation
+        several times slower.
+    """
+
+    name: str
+    description: str
+    batch: str
+    steps: int
+    eval_every: int
+    lr_grid: tuple[float, float, int]
+    target: float
+    init: Callable[[jax.Array], Params]
+    grad: Callable[[Params, jax.Array, jax.Array, Any], Params]
+    objective: Callable[[Params, Any], jax.Array]
+    evaluate: Callable[[Params, Any], tuple[jax.Array, jax.Array]] | None = None
+    data: Any = None
+
+    def learning_rates(self) -> np.ndarray:
+        low, high, count = self.lr_grid
+        return np.logspace(low, high, int(count))
+
+
+def _split(
+    x: np.ndarray, y: np.ndarray, seed: int = 0
+) -> dict[str, tuple[jax.Array, jax.Array]]:
+    """A fixed 60/20/20 train/validation/test split (the same for every seed)."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_train, n_val = int(0.6 * len(x)), int(0.2 * len(x))
+    parts = {
+        "train": order[:n_train],
+        "val": order[n_train : n_train + n_val],
+        "test": order[n_train + n_val :],
+    }
+    return {k: (jnp.asarray(x[i]), jnp.asarray(y[i])) for k, i in parts.items()}
+
+
+def _dense_init(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
+    return {
+        "w": jax.random.normal(key, (fan_in, fan_out)) / math.sqrt(fan_in),
+        "b": jnp.zeros(fan_out),
+    }
+
+
+def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def _classifier_task(
+    name: str,
+    description: str,
+    data: dict[str, tuple[jax.Array, jax.Array]],
+    init: Callable[[jax.Array], Params],
+    logits_fn: Callable[[Params, jax.Array], jax.Array],
+    *,
+    batch_size: int | None,
+    l2: float,
+    schedule: tuple[int, int],
+    lr_grid: tuple[float, float, int],
+    target: float,
+) -> Task:
+    """A classification task; `batch_size=None` means full-batch gradients.
+
+    `schedule` is (steps, eval_every).
+    """
+
+    def penalty(params: Params) -> jax.Array:
+        # L2 on weights only, so the convex tasks have a unique minimiser.
+        leaves = [p for path, p in _weights(params)]
+        return 0.5 * l2 * sum(jnp.sum(w**2) for w in leaves)
+
+    def loss(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
+        return _cross_entropy(logits_fn(params, x), y) + penalty(params)
+
+    def objective(params: Params, data: Any) -> jax.Array:
+        return loss(params, *data["train"])
+
+    def grad(params: Params, key: jax.Array, step: jax.Array, data: Any) -> Params:
+        x_train, y_train = data["train"]
+        if batch_size is None:
+            return jax.grad(loss)(params, x_train, y_train)
+        # Uniform sampling with replacement, keyed by (seed, step): the same
+        # batch sequence for every optimizer and learning rate of a seed.
+        index = jax.random.randint(
+            jax.random.fold_in(key, step), (batch_size,), 0, x_train.shape[0]
+        )
+        return jax.grad(loss)(params, x_train[index], y_train[index])
+
+    def evaluate(params: Params, data: Any) -> tuple[jax.Array, jax.Array]:
+        x_val, y_val = data["val"]
+        x_test, y_test = data["test"]
+        val_loss = _cross_entropy(logits_fn(params, x_val), y_val)
+        accuracy = jnp.mean(jnp.argmax(logits_fn(params, x_test), -1) == y_test)
+        return val_loss, accuracy
+
+    batch = "full batch" if batch_size is None else f"mini-batch {batch_size}"
+    steps, eval_every = schedule
+    return Task(
+        name,
+        description,
+        batch,
+        steps,
+        eval_every,
+        lr_grid,
+        target,
+        init,
+        grad,
+        objective,
+        evaluate,
+        data,
+    )
+
+
+def _weights(params: Params) -> list[tuple[Any, jax.Array]]:
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return [(path, p) for path, p in flat if str(path[-1]) != "['b']"]
+
+
+def _digits() -> dict[str, tuple[jax.Array, jax.Array]]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return _split((x / 16.0).astype(np.float32), y.astype(np.int32))
+
+
+def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """3x3 'SAME' convolution of NHWC images as patches @ kernel.
+
+    Written as a matrix product rather than `lax.conv_general_dilated`: under
+    `vmap` over models a convolution becomes a grouped convolution, which is
+    slow on CPU, while a batched matrix product stays fast.
+    """
+    _, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    patches = jnp.concatenate(
+        [padded[:, i : i + h, j : j + w, :] for i in range(3) for j in range(3)], -1
+    )
+    return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def _pool(x: jax.Array) -> jax.Array:
+    """2x2 average pooling of NHWC images."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def make_tasks(scale: float = 1.0) -> list[Task]:
+    """All benchmark tasks; `scale` multiplies every step count (for --quick)."""
+
+    def steps(n: int, every: int) -> tuple[int, int]:
+        every = max(1, int(round(every * scale)))
+        return max(every, int(round(n * scale / every)) * every), every
+
+    digits = _digits()
+
+    def logreg_init(key: jax.Array) -> Params:
+        return _dense_init(key, 64, 10)
+
+    def logreg_logits(params: Params, x: jax.Array) -> jax.Array:
+        return x @ params["w"] + params["b"]
+
+    def mlp_init(key: jax.Array) -> Params:
+        k1, k2 = jax.random.split(key)
+        return {"hidden": _dense_init(k1, 64, 32), "out": _dense_init(k2, 32, 10)}
+
+    def mlp_logits(params: Params, x: jax.Array) -> jax.Array:
+        h = jax.nn.relu(x @ params["hidden"]["w"] + params["hidden"]["b"])
+        return h @ params["out"]["w"] + params["out"]["b"]
+
+    def cnn_init(key: jax.Array) -> Params:
+        k1, k2, k3 = jax.random.split(key, 3)
+        return {
+            "conv1": {
+                "w": jax.random.normal(k1, (3, 3, 1, 4)) / 3.0,
+                "b": jnp.zeros(4),
+            },
+            "conv2": {
+                "w": jax.random.normal(k2, (3, 3, 4, 8)) / 6.0,
+                "b": jnp.zeros(8),
+            },
+            "out": _dense_init(k3, 32, 10),
+        }
+
+    def cnn_logits(params: Params, x: jax.Array) -> jax.Array:
+        h = x.reshape(-1, 8, 8, 1)
+        h = _pool(jax.nn.relu(_conv(h, params["conv1"]["w"]) + params["conv1"]["b"]))
+        h = _pool(jax.nn.relu(_conv(h, params["conv2"]["w"]) + params["conv2"]["b"]))
+        h = h.reshape(h.shape[0], -1)
+        return h @ params["out"]["w"] + params["out"]["b"]
+
+    from sklearn.datasets import load_breast_cancer
+
+    xb, yb = load_breast_cancer(return_X_y=True)
+    cancer = _split(xb.astype(np.float32), yb.astype(np.int32))
+    mean, std = cancer["train"][0].mean(0), cancer["train"][0].std(0)
+    cancer = {k: ((x - mean) / std, y) for k, (x, y) in cancer.items()}
+
+    def cancer_init(key: jax.Array) -> Params:
+        return _dense_init(key, 30, 2)
+
+    tasks = [
+        _classifier_task(
+            "digits_logreg",
+            "multinomial logistic regression on digits (convex, L2 1e-3)",
+            digits,
+            logreg_init,
+            logreg_logits,
+            batch_size=None,
+            l2=1e-3,
+            schedule=steps(500, 5),
+            # Full-batch and convex: SGD's best step is near 1, so the grid
+            # reaches past it.
+            lr_grid=(-3.5, 1.5, 11),
+            target=0.27,
+        ),
+        _classifier_task(
+            "digits_mlp",
+            "MLP 64-32-10 (ReLU) on digits",
+            digits,
+            mlp_init,
+            mlp_logits,
+            batch_size=32,
+            l2=0.0,
+            schedule=steps(600, 25),
+            lr_grid=(-4.0, 0.0, 9),
+            target=0.05,
+        ),
+        _classifier_task(
+            "digits_cnn",
+            "CNN conv3x3(4)-pool-conv3x3(8)-pool-dense on digits",
+            digits,
+            cnn_init,
+            cnn_logits,
+            batch_size=32,
+            l2=0.0,
+            schedule=steps(600, 50),
+            lr_grid=(-4.0, 0.0, 9),
+            target=0.15,
+        ),
+        _classifier_task(
+            "cancer_logreg",
+            "logistic regression on breast cancer (standardised, convex, L2 1e-2)",
+            cancer,
+            cancer_init,
+            logreg_logits,
+            batch_size=None,
+            l2=1e-2,
+            schedule=steps(500, 5),
+            lr_grid=(-4.0, 0.0, 9),
+            target=0.085,
+        ),
+    ]
+    tasks += _synthetic_tasks(steps)
+    return tasks
+
+
+def _rosenbrock(x: jax.Array) -> jax.Array:
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def _synthetic_tasks(steps: Callable[[int, int], tuple[int, int]]) -> list[Task]:
+    def rosenbrock_task(dim: int, target: float) -> Task:
+        start = jnp.where(jnp.arange(dim) % 2 == 0, -1.2, 1.0)
+
+        def init(key: jax.Array) -> jax.Array:
+            # The classic start (-1.2, 1, -1.2, ...), jittered per seed.
+            return start + 0.1 * jax.random.normal(key, (dim,))
+
+        n, every = steps(3000, 10)
+        return Task(
+            f"rosenbrock_{dim}d",
+            f"Rosenbrock in {dim} dimensions from (-1.2, 1, ...) + N(0, 0.1^2)",
+            "exact gradient",
+            n,
+            every,
+            (-5.0, 0.5, 12),
+            target,
+            init,
+            lambda x, key, step, data: jax.grad(_rosenbrock)(x),
+            lambda x, data: _rosenbrock(x),
+        )
+
+    # A rotated quadratic: Adam's per-coordinate scaling cannot undo the
+    # conditioning because the eigenvectors are not the axes.
+    dim, condition = 50, 1e4
+    rng = np.random.default_rng(0)
+    rotation, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    eigenvalues = np.logspace(0.0, -np.log10(condition), dim)
+    hessian = jnp.asarray((rotation * eigenvalues) @ rotation.T, jnp.float32)
+
+    def quadratic(x: jax.Array, hessian: jax.Array) -> jax.Array:
+        return 0.5 * x @ hessian @ x
+
+    def quadratic_init(key: jax.Array) -> jax.Array:
+        return jax.random.normal(key, (dim,))
+
+    # The noisy quadratic model: diagonal curvature h, gradient noise whose
+    # variance is proportional to h (as for a mini-batch loss near a minimum).
+    noisy_dim, noise = 100, 0.3
+    curvature = jnp.asarray(np.logspace(0.0, -2.0, noisy_dim), jnp.float32)
+
+    def noisy_objective(x: jax.Array, curvature: jax.Array) -> jax.Array:
+        return 0.5 * jnp.sum(curvature * x**2)
+
+    def noisy_grad(
+        x: jax.Array, key: jax.Array, step: jax.Array, curvature: jax.Array
+    ) -> jax.Array:
+        xi = jax.random.normal(jax.random.fold_in(key, step), x.shape)
+        return curvature * x + noise * jnp.sqrt(curvature) * xi
+
+    def noisy_init(key: jax.Array) -> jax.Array:
+        return jax.random.normal(key, (noisy_dim,))
+
+    q_steps, q_every = steps(2000, 10)
+    return [
+        rosenbrock_task(2, 1e-3),
+        rosenbrock_task(100, 10.0),
+        Task(
+            "quadratic_ill",
+            f"rotated quadratic, dim {dim}, condition number {condition:.0e}",
+            "exact gradient",
+            q_steps,
+            q_every,
+            (-4.0, 1.0, 11),
+            1e-3,
+            quadratic_init,
+            lambda x, key, step, hessian: jax.grad(quadratic)(x, hessian),
+            quadratic,
+            None,
+            hessian,
+        ),
+        Task(
+            "quadratic_noisy",
+            f"noisy quadratic, dim {noisy_dim}, curvature 1..1e-2, "
+            f"gradient noise sd {noise}*sqrt(h)",
+            "stochastic gradient",
+            q_steps,
+            q_every,
+            (-4.0, 1.0, 11),
+            0.05,
+            noisy_init,
+            noisy_grad,
+            noisy_objective,
+            None,
+            curvature,
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Running one cell
+# ---------------------------------------------------------------------------
+
+
+def make_program(
+    task: Task, optimizers: dict[str, Callable[[Any], optax.GradientTransformation]]
+) -> Callable[[jax.Array, jax.Array], dict[str, dict[str, jax.Array]]]:
+    """One compiled program running every optimizer on `task`.
+
+    Returns a function `(learning_rates[L], seeds[S], task.data) -> {optimizer:
+    dict}` whose
+    arrays have leading axes (L, S): `curve` (the training objective at steps 0,
+    eval_every, ..., steps), and where the task has data `val_loss` and
+    `test_accuracy`. Learning rates and seeds are vectorised with `vmap`; the
+    optimizers share one program because on CPU a compilation has a large fixed
+    cost, so each (task, optimizer) cell is compiled exactly once, together.
+    """
+    n_blocks = task.steps // task.eval_every
+
+    def run(
+        make_optimizer: Callable[[Any], optax.GradientTransformation],
+        learning_rate: jax.Array,
+        seed: jax.Array,
+        data: Any,
+    ) -> dict[str, jax.Array]:
+        init_key, data_key = jax.random.split(jax.random.key(seed))
+        params = task.init(init_key)
+        optimizer = make_optimizer(learning_rate)
+
+        def step(carry: Any, n: jax.Array) -> tuple[Any, None]:
+            params, state = carry
+            grads = task.grad(params, data_key, n, data)
+            updates, state = optimizer.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
+
+        def block(carry: Any, b: jax.Array) -> tuple[Any, jax.Array]:
+            # Nested scans record the objective every `eval_every` steps without
+            # a `cond` (which vmap would turn into computing both branches).
+            first = b * task.eval_every
+            carry, _ = jax.lax.scan(step, carry, first + jnp.arange(task.eval_every))
+            return carry, task.objective(carry[0], data)
+
+        initial = task.objective(params, data)[None]
+        carry = (params, optimizer.init(params))
+        (params, _), curve = jax.lax.scan(block, carry, jnp.arange(n_blocks))
+        out = {"curve": jnp.concatenate([initial, curve])}
+        if task.evaluate is not None:
+            out["val_loss"], out["test_accuracy"] = task.evaluate(params, data)
+        return out
+
+    def program(
+        learning_rates: jax.Array, seeds: jax.Array, data: Any
+    ) -> dict[str, dict[str, jax.Array]]:
+        results = {}
+        for name, make_optimizer in optimizers.items():
+            one = functools.partial(run, make_optimizer)
+            over_seeds = jax.vmap(one, in_axes=(None, 0, None))
+            results[name] = jax.vmap(over_seeds, in_axes=(0, None, None))(
+                learning_rates, seeds, data
+            )
+        return results
+
+    return jax.jit(program)
+
+
+# ---------------------------------------------------------------------------
+# Analysis
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Cell:
+    """Measurements of one (task, optimizer) over the grid, as NumPy arrays."""
+
+    task: Task
+    optimizer: str
+    learning_rates: np.ndarray  # (L,)
+    curve: np.ndarray  # (L, S, T) training objective, non-finite -> inf
+    val_loss: np.ndarray | None  # (L, S)
+    test_accuracy: np.ndarray | None  # (L, S)
+
+    @property
+    def final_loss(self) -> np.ndarray:
+        return self.curve[..., -1]
+
+    @property
+    def selection_loss(self) -> np.ndarray:
+        """Validation loss where the task has data, else final training loss."""
+        return self.val_loss if self.val_loss is not None else self.final_loss
+
+    @property
+    def steps_to_target(self) -> tuple[np.ndarray, np.ndarray]:
+        """Steps to reach the target (max steps where not reached), reached."""
+        below = self.curve <= self.task.target
+        reached = below.any(-1)
+        first = np.argmax(below, -1) * self.task.eval_every
+        return np.where(reached, first, self.task.steps), reached
+
+    @property
+    def best(self) -> int:
+        """Index of the chosen learning rate: lowest mean selection loss.
+
+        A learning rate where any seed diverged has an infinite mean and is never
+        chosen unless every learning rate diverged.
+        """
+        with np.errstate(invalid="ignore"):
+            mean = self.selection_loss.mean(-1)
+        mean = np.where(np.isnan(mean), np.inf, mean)
+        return int(np.argmin(mean))
+
+    @property
+    def at_edge(self) -> str:
+        i = self.best
+        if i == 0:
+            return "low"
+        if i == len(self.learning_rates) - 1:
+            return "high"
+        return ""
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(a), a, np.inf)
+
+
+def summarise(cell: Cell) -> dict[str, Any]:
+    """Mean and standard deviation over seeds at the chosen learning rate."""
+    i = cell.best
+    steps, reached = cell.steps_to_target
+    row: dict[str, Any] = {
+        "task": cell.task.name,
+        "optimizer": cell.optimizer,
+        "lr": float(cell.learning_rates[i]),
+        "lr_at_edge": cell.at_edge,
+        "seeds": cell.curve.shape[1],
+        "target": cell.task.target,
+        "max_steps": cell.task.steps,
+        "steps_mean": float(steps[i].mean()),
+        "steps_std": float(steps[i].std(ddof=1)) if steps.shape[1] > 1 else 0.0,
+        "reached": int(reached[i].sum()),
+        "final_loss_mean": float(cell.final_loss[i].mean()),
+        "final_loss_std": _std(cell.final_loss[i]),
+        "selection_loss_mean": float(cell.selection_loss[i].mean()),
+        "selection_loss_std": _std(cell.selection_loss[i]),
+        "val_loss_mean": math.nan,
+        "val_loss_std": math.nan,
+        "test_accuracy_mean": math.nan,
+        "test_accuracy_std": math.nan,
+    }
+    if cell.val_loss is not None and cell.test_accuracy is not None:
+        row["val_loss_mean"] = float(cell.val_loss[i].mean())
+        row["val_loss_std"] = _std(cell.val_loss[i])
+        row["test_accuracy_mean"] = float(cell.test_accuracy[i].mean())
+        row["test_accuracy_std"] = _std(cell.test_accuracy[i])
+    return row
+
+
+def _std(a: np.ndarray) -> float:
+    """Sample standard deviation; NaN if any seed diverged, 0 for one seed."""
+    if not np.all(np.isfinite(a)):
+        return math.nan
+    return float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def _rank(values: Sequence[tuple[float, float]]) -> list[float]:
+    """Average ranks (1 = best) of tuples compared lexicographically; ties share."""
+    order = sorted(range(len(values)), key=lambda k: values[k])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in order[start : end + 1]:
+            ranks[k] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def add_ranks(rows: list[dict[str, Any]]) -> None:
+    """Per task: `rank_steps` (steps to target, ties by the selection loss) and
+    `rank_loss` (the selection loss alone)."""
+    for task in dict.fromkeys(r["task"] for r in rows):
+        group = [r for r in rows if r["task"] == task]
+        by_steps = _rank(
+            [(r["steps_mean"], _nan_inf(r["selection_loss_mean"])) for r in group]
+        )
+        by_loss = _rank([(_nan_inf(r["selection_loss_mean"]), 0.0) for r in group])
+        for r, a, b in zip(group, by_steps, by_loss, strict=True):
+            r["rank_steps"], r["rank_loss"] = a, b
+
+
+def _nan_inf(x: float) -> float:
+    return math.inf if not math.isfinite(x) else x
+
+
+# ---------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------
+
+RAW_COLUMNS = (
+    "task",
+    "optimizer",
+    "lr",
+    "seed",
+    "selected",
+    "steps_to_target",
+    "reached",
+    "final_loss",
+    "val_loss",
+    "test_accuracy",
+)
+
+
+def write_raw_csv(path: pathlib.Path, cells: list[Cell], seeds: np.ndarray) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(RAW_COLUMNS)
+        for cell in cells:
+            steps, reached = cell.steps_to_target
+            for i, lr in enumerate(cell.learning_rates):
+                for s, seed in enumerate(seeds):
+                    writer.writerow(
+                        [
+                            cell.task.name,
+                            cell.optimizer,
+                            f"{lr:.6g}",
+                            int(seed),
+                            int(i == cell.best),
+                            int(steps[i, s]),
+                            int(reached[i, s]),
+                            f"{cell.final_loss[i, s]:.6g}",
+                            _fmt_opt(cell.val_loss, i, s),
+                            _fmt_opt(cell.test_accuracy, i, s),
+                        ]
+                    )
+
+
+def _fmt_opt(a: np.ndarray | None, i: int, s: int) -> str:
+    return "" if a is None else f"{a[i, s]:.6g}"
+
+
+SUMMARY_COLUMNS = (
+    "task",
+    "optimizer",
+    "lr",
+    "lr_at_edge",
+    "seeds",
+    "target",
+    "max_steps",
+    "steps_mean",
+    "steps_std",
+    "reached",
+    "final_loss_mean",
+    "final_loss_std",
+    "val_loss_mean",
+    "val_loss_std",
+    "test_accuracy_mean",
+    "test_accuracy_std",
+    "selection_loss_mean",
+    "selection_loss_std",
+    "rank_steps",
+    "rank_loss",
+)
+
+
+def write_summary_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, SUMMARY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _style(name: str) -> dict[str, Any]:
+    """AAdam family solid, the Optax family dashed; each accelerated optimizer
+    shares its colour with the optimizer it accelerates."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab20"].colors
+    hue = {
+        "aadam_sign_change": 0,
+        "adam": 0,
+        "aadamw": 2,
+        "adamw": 2,
+        "aadamax": 4,
+        "adamax": 4,
+        "aamsgrad": 6,
+        "amsgrad": 6,
+        "aadam_sign": 8,
+        "aadam_magnitude": 10,
+        "nadam": 16,
+        "rmsprop_momentum": 18,
+        "sgd_momentum": 14,
+    }[name]
+    accelerated = name.startswith("aa")
+    return {
+        "color": colors[hue],
+        "linestyle": "-" if accelerated else "--",
+        "linewidth": 2.0 if name == "aadam_sign_change" else 1.2,
+    }
+
+
+def plot_curves(path: pathlib.Path, cells: list[Cell]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(c.task.name for c in cells))
+    cols = 4
+    rows = math.ceil(len(tasks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows + 1.2))
+    axes = np.atleast_1d(axes).ravel()
+    for ax, name in zip(axes, tasks, strict=False):
+        task_cells = [c for c in cells if c.task.name == name]
+        task = task_cells[0].task
+        x = np.arange(task.steps // task.eval_every + 1) * task.eval_every
+        for cell in task_cells:
+            curve = cell.curve[cell.best]
+            positive = np.clip(curve, 1e-12, None)
+            style = _style(cell.optimizer)
+            ax.plot(x, np.median(positive, 0), label=cell.optimizer, **style)
+            ax.fill_between(
+                x,
+                positive.min(0),
+                positive.max(0),
+                color=style["color"],
+                alpha=0.12,
+                linewidth=0,
+            )
+        ax.axhline(task.target, color="black", linewidth=0.8, linestyle=":")
+        ax.set_yscale("log")
+        ax.set_title(f"{name} ({task.batch})", fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training objective")
+        ax.grid(alpha=0.3, which="both", linewidth=0.4)
+    for ax in axes[len(tasks) :]:
+        ax.axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=7, fontsize=9, frameon=False)
+    fig.suptitle(
+        "Training objective at each optimizer's chosen learning rate: median over "
+        "seeds, band = min..max; dotted line = target",
+        fontsize=11,
+    )
+    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _pm(mean: float, std: float, digits: int = 3) -> str:
+    if not math.isfinite(mean):
+        return "diverged"
+    spread = "" if not math.isfinite(std) else f" ± {std:.{digits}g}"
+    return f"{mean:.{digits}g}{spread}"
+
+
+def _versions() -> str:
+    names = ("jax", "jaxlib", "optax", "flax", "numpy", "scikit-learn")
+    parts = []
+    for name in names:
+        try:
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{name} (not installed)")
+    parts.append(f"aadam_optax {aadam_optax.__version__}")
+    parts.append(f"Python {platform.python_version()}")
+    return ", ".join(parts)
+
+
+def task_table(rows: list[dict[str, Any]], task: Task) -> list[str]:
+    has_data = task.evaluate is not None
+    header = ["optimizer", "lr", "steps to target", "reached", "final train loss"]
+    if has_data:
+        header += ["val loss", "test accuracy"]
+    header += ["rank (steps)", "rank (loss)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        lr = f"{r['lr']:.3g}" + (
+            f" ({r['lr_at_edge']} edge)" if r["lr_at_edge"] else ""
+        )
+        cells = [
+            f"`{r['optimizer']}`",
+            lr,
+            _pm(r["steps_mean"], r["steps_std"], 4),
+            f"{r['reached']}/{r['seeds']}",
+            _pm(r["final_loss_mean"], r["final_loss_std"]),
+        ]
+        if has_data:
+            cells += [
+                _pm(r["val_loss_mean"], r["val_loss_std"]),
+                _pm(r["test_accuracy_mean"], r["test_accuracy_std"]),
+            ]
+        cells += [f"{r['rank_steps']:g}", f"{r['rank_loss']:g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def rank_table(rows: list[dict[str, Any]], tasks: list[Task]) -> list[str]:
+    names = list(OPTIMIZERS)
+    header = ["optimizer"] + [t.name for t in tasks]
+    header += ["mean rank (steps)", "mean rank (loss)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    averages = {}
+    for name in names:
+        mine = [r for r in rows if r["optimizer"] == name]
+        averages[name] = (
+            float(np.mean([r["rank_steps"] for r in mine])),
+            float(np.mean([r["rank_loss"] for r in mine])),
+        )
+    for name in sorted(names, key=lambda n: averages[n]):
+        by_task = {r["task"]: r for r in rows if r["optimizer"] == name}
+        cells = [f"`{name}`"]
+        cells += [
+            f"{by_task[t.name]['rank_steps']:g} / {by_task[t.name]['rank_loss']:g}"
+            for t in tasks
+        ]
+        cells += [f"{averages[name][0]:.2f}", f"{averages[name][1]:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _compare(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
+    """Welch-like t statistic of a[key] - b[key] over seeds (0 when both equal)."""
+    mean_a, mean_b = a[f"{key}_mean"], b[f"{key}_mean"]
+    if not (math.isfinite(mean_a) and math.isfinite(mean_b)):
+        return math.inf if mean_a > mean_b else -math.inf
+    var = (a[f"{key}_std"] ** 2) / a["seeds"] + (b[f"{key}_std"] ** 2) / b["seeds"]
+    if mean_a == mean_b:
+        return 0.0
+    return (
+        (mean_a - mean_b) / math.sqrt(var)
+        if var > 0
+        else math.copysign(math.inf, mean_a - mean_b)
+    )
+
+
+def summary_lines(rows: list[dict[str, Any]], tasks: list[Task]) -> list[str]:
+    """Plain-language findings, each computed from the rows."""
+    by = {(r["task"], r["optimizer"]): r for r in rows}
+    lines = []
+    for accelerated, base in PAIRS:
+        faster, slower, same = [], [], []
+        lower, higher = [], []
+        for task in tasks:
+            a, b = by[(task.name, accelerated)], by[(task.name, base)]
+            t_steps = _compare(a, b, "steps")
+            ratio = a["steps_mean"] / max(b["steps_mean"], 1e-12)
+            note = f"{task.name} ×{ratio:.2f}"
+            if a["reached"] == 0 and b["reached"] == 0:
+                same.append(f"{task.name} (neither reached)")
+            elif t_steps <= -2:
+                faster.append(note)
+            elif t_steps >= 2:
+                slower.append(note)
+            else:
+                same.append(note)
+            t_loss = _compare(a, b, "selection_loss")
+            loss_ratio = a["selection_loss_mean"] / max(b["selection_loss_mean"], 1e-30)
+            if t_loss <= -2:
+                lower.append(f"{task.name} ×{loss_ratio:.2g}")
+            elif t_loss >= 2:
+                higher.append(f"{task.name} ×{loss_ratio:.2g}")
+        lines.append(
+            f"- **`{accelerated}` vs `{base}`**, steps to target (ratio of means): "
+            f"fewer on {len(faster)} task(s) ({', '.join(faster) or '-'}); "
+            f"more on {len(slower)} ({', '.join(slower) or '-'}); "
+            f"no clear difference on {len(same)} ({', '.join(same) or '-'}). "
+            f"Selection loss clearly lower on {len(lower)} "
+            f"({', '.join(lower) or '-'}), clearly higher on {len(higher)} "
+            f"({', '.join(higher) or '-'})."
+        )
+    accuracy = []
+    for task in tasks:
+        if task.evaluate is None:
+            continue
+        a, b = by[(task.name, "aadam_sign_change")], by[(task.name, "adam")]
+        accuracy.append(
+            f"{task.name} {a['test_accuracy_mean']:.3f} vs "
+            f"{b['test_accuracy_mean']:.3f}"
+        )
+    lines.append(
+        "- Test accuracy, `aadam_sign_change` vs `adam` at their chosen learning "
+        f"rates: {'; '.join(accuracy)}."
+    )
+    mean_rank = {
+        name: float(np.mean([r["rank_steps"] for r in rows if r["optimizer"] == name]))
+        for name in OPTIMIZERS
+    }
+    order = sorted(mean_rank, key=mean_rank.get)
+    positions = ", ".join(
+        f"`{name}` {mean_rank[name]:.2f} (position {order.index(name) + 1})"
+        for name in dict.fromkeys([order[0], "aadam_sign_change", "adam", order[-1]])
+    )
+    lines.append(
+        f"- Mean rank by steps to target over {len(tasks)} tasks (1 = best of "
+        f"{len(OPTIMIZERS)}): {positions}."
+    )
+    edges = [
+        f"{r['task']}/{r['optimizer']} ({r['lr_at_edge']})"
+        for r in rows
+        if r["lr_at_edge"]
+    ]
+    lines.append(
+        f"- The chosen learning rate is at the grid's edge in {len(edges)} of "
+        f"{len(rows)} cells"
+        + (f": {', '.join(edges)}." if edges else ".")
+        + " An edge choice means that optimizer might do better outside the grid."
+    )
+    lines.append(
+        "- A difference is called clear when the means differ by more than two "
+        "standard errors over seeds (a Welch-like t of 2); with few seeds this is "
+        "a rough screen, not a significance test."
+    )
+    return lines
+
+
+def write_markdown(
+    path: pathlib.Path,
+    rows: list[dict[str, Any]],
+    tasks: list[Task],
+    seeds: np.ndarray,
+    command: str,
+    wall_seconds: float,
+    quick: bool,
+) -> None:
+    out = [
+        "# Convergence benchmark: AAdam vs the Adam family",
+        "",
+        "Generated by `benchmarks/convergence.py`"
+        + (
+            " in **--quick** mode (a tiny smoke-test grid; not results)"
+            if quick
+            else ""
+        )
+        + ". Every number below was measured by that run.",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Versions: {_versions()}",
+        f"- Machine: {platform.platform()}, {os.cpu_count()} CPU core(s) visible, "
+        f"JAX backend `{jax.default_backend()}`, float32. The cores were shared "
+        "with other jobs, so the wall time is not a measure of optimizer cost.",
+        f"- Wall time of the run: {wall_seconds:.0f} s.",
+        f"- Seeds: {len(seeds)} ({', '.join(str(int(s)) for s in seeds)}). A seed "
+        "sets the initial parameters, the mini-batch sequence and the gradient "
+        "noise; the same seed gives the same batches and noise to every optimizer "
+        "and learning rate. The train/validation/test split (60/20/20) is fixed.",
+        "",
+        "## Method",
+        "",
+        "- **Same learning-rate grid for every optimizer** (log-spaced, per task, "
+        "listed below). Other hyperparameters are each library's defaults "
+        "(`b1=0.9`, `b2=0.999`, `eps=1e-8`; weight decay 1e-4 for `adamw` and "
+        "`aadamw`; momentum 0.9 for `rmsprop_momentum` and `sgd_momentum`).",
+        "- **Selection rule**: per (task, optimizer), the learning rate with the "
+        "lowest mean over seeds of the final validation loss (tasks with data) or "
+        "of the final training objective (synthetic tasks). A learning rate where "
+        "any seed diverged is never chosen.",
+        "- **Fairness note**: at an equal learning rate AAdam's first step is "
+        "`b1` (0.9) times Adam's, and its later steps carry a momentum of past "
+        "updates, so an untuned comparison at one learning rate is unfair to one "
+        "side or the other; tuning each optimizer on the grid is what makes it "
+        "fair.",
+        "- **Metrics** at the chosen learning rate, mean ± sample standard "
+        "deviation over seeds: steps to reach the task's target training "
+        "objective (recorded every `eval_every` steps; a seed that never reaches "
+        "it counts as the maximum number of steps, and `reached` says how many "
+        "seeds did), final training objective, validation loss and test accuracy "
+        "where there is data.",
+        "- **Ranks** per task, 1 = best: `rank (steps)` by mean steps to target, "
+        "ties (e.g. none reached) broken by the selection loss; `rank (loss)` by "
+        "the selection loss alone. Tied optimizers share the average rank.",
+        "",
+        "| task | description | gradients | steps | recorded every | target | "
+        "learning-rate grid |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in tasks:
+        low, high, count = t.lr_grid
+        out.append(
+            f"| {t.name} | {t.description} | {t.batch} | {t.steps} | "
+            f"{t.eval_every} | {t.target:g} | 10^{low:g} .. 10^{high:g}, "
+            f"{int(count)} values |"
+        )
+    out += ["", "## Summary", ""]
+    out += summary_lines(rows, tasks)
+    out += [
+        "",
+        "## Rank table",
+        "",
+        "Each cell is `rank (steps) / rank (loss)` among the "
+        f"{len(OPTIMIZERS)} optimizers; rows sorted by mean rank (steps).",
+        "",
+    ]
+    out += rank_table(rows, tasks)
+    out += ["", "## Per-task results", ""]
+    for t in tasks:
+        out += [
+            f"### {t.name}",
+            "",
+            f"{t.description}; {t.batch}; target {t.target:g}.",
+            "",
+        ]
+        out += task_table([r for r in rows if r["task"] == t.name], t)
+        out.append("")
+    out += [
+        "## Files",
+        "",
+        "- `convergence.csv`: one row per task × optimizer × learning rate × seed "
+        "(`selected` = 1 at the chosen learning rate).",
+        "- `convergence_summary.csv`: the per-task tables above as CSV.",
+        "- `convergence_curves.png`: training objective vs step at each "
+        "optimizer's chosen learning rate.",
+        "",
+    ]
+    path.write_text("\n".join(out))
+
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=pathlib.Path("benchmarks/results"),
+        help="directory for the CSVs, convergence.md and the PNG "
+        "(default: benchmarks/results)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny grid (2 seeds, 3 learning rates, few steps) for smoke tests",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds per cell (default: 5; 2 with --quick)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=float,
+        default=None,
+        help="multiply every task's step count by this factor "
+        "(default: 1; 0.02 with --quick)",
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        help="run only these tasks (by name; default: all)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="tasks compiled and run at the same time, in threads "
+        "(default: min(2, CPU count))",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    scale = args.steps if args.steps is not None else (0.02 if args.quick else 1.0)
+    n_seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
+    if n_seeds < 1 or scale <= 0 or args.jobs < 1:
+        raise SystemExit("--seeds and --jobs must be >= 1 and --steps > 0")
+    tasks = make_tasks(scale)
+    if args.tasks:
+        unknown = set(args.tasks) - {t.name for t in tasks}
+        if unknown:
+            raise SystemExit(f"unknown task(s): {sorted(unknown)}")
+        tasks = [t for t in tasks if t.name in args.tasks]
+    if args.quick:
+        # Three learning rates across each task's grid: enough to exercise
+        # selection and the edge report, small enough for a smoke test.
+        tasks = [
+            dataclasses.replace(t, lr_grid=(t.lr_grid[0], t.lr_grid[1], 3))
+            for t in tasks
+        ]
+    seeds = np.arange(n_seeds)
+    cells: list[Cell] = []
+
+    def run_task(task: Task) -> dict[str, Any]:
+        program = make_program(task, OPTIMIZERS)
+        return jax.device_get(
+            program(
+                jnp.asarray(task.learning_rates(), jnp.float32),
+                jnp.asarray(seeds, jnp.int32),
+                task.data,
+            )
+        )
+
+    # Tasks run in `--jobs` threads: XLA releases the GIL while it compiles and
+    # runs, and compilation, single-threaded, is a large share of the time.
+    results: dict[str, dict[str, Any]] = {}
+    with (
+        tqdm(total=len(tasks) * len(OPTIMIZERS), unit="cell") as bar,
+        concurrent.futures.ThreadPoolExecutor(args.jobs) as pool,
+    ):
+        futures = {pool.submit(run_task, task): task for task in tasks}
+        for future in concurrent.futures.as_completed(futures):
+            task = futures[future]
+            results[task.name] = future.result()
+            bar.set_description(f"done {task.name}")
+            bar.update(len(OPTIMIZERS))
+    for task in tasks:
+        for name in OPTIMIZERS:
+            result = results[task.name][name]
+            cells.append(
+                Cell(
+                    task,
+                    name,
+                    task.learning_rates(),
+                    _finite(np.asarray(result["curve"], np.float64)),
+                    _maybe(result, "val_loss", finite=True),
+                    _maybe(result, "test_accuracy"),
+                )
+            )
+    rows = [summarise(c) for c in cells]
+    add_ranks(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_raw_csv(args.out / "convergence.csv", cells, seeds)
+    write_summary_csv(args.out / "convergence_summary.csv", rows)
+    plot_curves(args.out / "convergence_curves.png", cells)
+    command = "python benchmarks/convergence.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    write_markdown(
+        args.out / "convergence.md",
+        rows,
+        tasks,
+        seeds,
+        command.strip(),
+        time.perf_counter() - start,
+        args.quick,
+    )
+    print(f"wrote {args.out}/convergence.{{csv,md}}, convergence_summary.csv, PNG")
+
+
+def _maybe(result: dict[str, Any], key: str, finite: bool = False) -> np.ndarray | None:
+    if key not in result:
+        return None
+    a = np.asarray(result[key], np.float64)
+    return _finite(a) if finite else a
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""End to end: `benchmarks/convergence.py --quick` runs and writes sane files.
+
+Budget: under 90 s wall on 2 cores (one subprocess; the quick grid compiles one
+program per task).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import pathlib
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "convergence.py"
+
+OPTIMIZERS = {
+    "aadam_sign_change",
+    "aadam_sign",
+    "aadam_magnitude",
+    "aadamw",
+    "aadamax",
+    "aamsgrad",
+    "adam",
+    "adamw",
+    "adamax",
+    "amsgrad",
+    "nadam",
+    "rmsprop_momentum",
+    "sgd_momentum",
+}
+DATA_TASKS = {"digits_logreg", "digits_mlp", "digits_cnn", "cancer_logreg"}
+SYNTHETIC_TASKS = {
+    "rosenbrock_2d",
+    "rosenbrock_100d",
+    "quadratic_ill",
+    "quadratic_noisy",
+}
+TASKS = DATA_TASKS | SYNTHETIC_TASKS
+QUICK_SEEDS, QUICK_LRS = 2, 3
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("convergence")
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return out
+
+
+def _read(path: pathlib.Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_help_runs():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    for option in ("--out", "--quick", "--seeds", "--steps"):
+        assert option in result.stdout
+
+
+def test_raw_csv_has_every_cell_lr_and_seed(out_dir):
+    rows = _read(out_dir / "convergence.csv")
+    assert set(rows[0]) == {
+        "task",
+        "optimizer",
+        "lr",
+        "seed",
+        "selected",
+        "steps_to_target",
+        "reached",
+        "final_loss",
+        "val_loss",
+        "test_accuracy",
+    }
+    assert {r["task"] for r in rows} == TASKS
+    assert {r["optimizer"] for r in rows} == OPTIMIZERS
+    assert len(rows) == len(TASKS) * len(OPTIMIZERS) * QUICK_LRS * QUICK_SEEDS
+    for task in TASKS:
+        for name in OPTIMIZERS:
+            cell = [r for r in rows if r["task"] == task and r["optimizer"] == name]
+            assert {int(r["seed"]) for r in cell} == set(range(QUICK_SEEDS))
+            assert len({r["lr"] for r in cell}) == QUICK_LRS
+            # Exactly one learning rate is selected, for all its seeds.
+            selected = {r["lr"] for r in cell if r["selected"] == "1"}
+            assert len(selected) == 1
+            assert sum(r["selected"] == "1" for r in cell) == QUICK_SEEDS
+    for r in rows:
+        assert int(r["reached"]) in (0, 1)
+        assert int(r["steps_to_target"]) >= 0
+        assert float(r["lr"]) > 0
+        # Diverged runs are written as inf, never NaN.
+        assert not math.isnan(float(r["final_loss"]))
+        if r["task"] in DATA_TASKS:
+            assert 0.0 <= float(r["test_accuracy"]) <= 1.0
+        else:
+            assert r["val_loss"] == r["test_accuracy"] == ""
+
+
+def test_selected_lr_minimises_the_mean_selection_loss(out_dir):
+    # Re-derive the stated rule from the raw rows: the chosen learning rate has
+    # the lowest mean (over seeds) validation loss, or final training loss for
+    # synthetic tasks.
+    rows = _read(out_dir / "convergence.csv")
+    for task in TASKS:
+        key = "val_loss" if task in DATA_TASKS else "final_loss"
+        for name in OPTIMIZERS:
+            by_lr: dict[str, list[float]] = {}
+            for r in rows:
+                if r["task"] == task and r["optimizer"] == name:
+                    by_lr.setdefault(r["lr"], []).append(float(r[key]))
+            means = {lr: sum(v) / len(v) for lr, v in by_lr.items()}
+            chosen = next(
+                r["lr"]
+                for r in rows
+                if r["task"] == task and r["optimizer"] == name and r["selected"] == "1"
+            )
+            best = min(means.values())
+            if math.isfinite(best):
+                # The CSV keeps 6 significant digits; allow for that rounding.
+                assert means[chosen] <= best + 1e-5 * abs(best)
+
+
+def test_summary_csv_is_finite_and_ranks_in_range(out_dir):
+    rows = _read(out_dir / "convergence_summary.csv")
+    assert len(rows) == len(TASKS) * len(OPTIMIZERS)
+    assert {(r["task"], r["optimizer"]) for r in rows} == {
+        (t, o) for t in TASKS for o in OPTIMIZERS
+    }
+    n = len(OPTIMIZERS)
+    for r in rows:
+        assert 1 <= float(r["rank_steps"]) <= n
+        assert 1 <= float(r["rank_loss"]) <= n
+        assert 0 <= float(r["steps_mean"]) <= float(r["max_steps"])
+        assert 0 <= int(r["reached"]) <= int(r["seeds"]) == QUICK_SEEDS
+        assert r["lr_at_edge"] in ("", "low", "high")
+        assert math.isfinite(float(r["target"]))
+        if r["task"] in DATA_TASKS:
+            assert 0.0 <= float(r["test_accuracy_mean"]) <= 1.0
+            assert math.isfinite(float(r["val_loss_mean"]))
+    for task in TASKS:
+        ranks = [float(r["rank_steps"]) for r in rows if r["task"] == task]
+        # Average ranks of n items always sum to n (n + 1) / 2, ties or not.
+        assert sum(ranks) == pytest.approx(n * (n + 1) / 2)
+
+
+def test_markdown_has_tables_command_and_versions(out_dir):
+    text = (out_dir / "convergence.md").read_text()
+    assert "python benchmarks/convergence.py --quick --out" in text
+    assert "## Rank table" in text and "## Summary" in text
+    for word in ("jax", "optax", "flax", "numpy", "aadam_optax", "b1"):
+        assert word in text
+    table_rows = [line for line in text.splitlines() if line.startswith("| `")]
+    # One row per optimizer in the rank table, and one per cell in the tables.
+    assert len(table_rows) == len(OPTIMIZERS) * (1 + len(TASKS))
+    for task in TASKS:
+        assert f"### {task}" in text
+
+
+def test_png_is_a_valid_non_empty_image(out_dir):
+    data = (out_dir / "convergence_curves.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 500 and height > 300
+    # Every chunk's CRC checks out, so the file is complete.
+    offset = 8
+    kinds = []
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
+        assert zlib.crc32(kind + body) == crc
+        kinds.append(kind)
+        offset += 12 + length
+    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and b"IDAT" in kinds
+    # The image is not blank: its decompressed pixels are not all one value.
+    pixels = zlib.decompress(b"".join(d for d in _chunks(data, b"IDAT")))
+    assert len(set(pixels[:200_000])) > 10
+
+
+def _chunks(data: bytes, wanted: bytes) -> list[bytes]:
+    offset, found = 8, []
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        if data[offset + 4 : offset + 8] == wanted:
+            found.append(data[offset + 8 : offset + 8 + length])
+        offset += 12 + length
+    return found
