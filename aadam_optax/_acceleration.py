@@ -148,7 +148,15 @@ def accelerated_step(
 def init_acceleration(params: Any, prev_update_dtype: Any = None) -> tuple[Any, Any]:
     """Zero `prev_update` (u_0 = 0) and zero signs (sign(g_0) := 0)."""
     _validation.check_params(params)
-    prev_update = optax.tree.zeros_like(params, dtype=prev_update_dtype)
+
+    def zeros(param: jax.Array) -> jax.Array:
+        dtype = prev_update_dtype
+        if dtype is not None and jnp.iscomplexobj(param):
+            # A real storage dtype would drop the imaginary part of the memory.
+            dtype = jnp.promote_types(dtype, jnp.complex64)
+        return jnp.zeros_like(param, dtype=dtype)
+
+    prev_update = jax.tree.map(zeros, params)
     prev_grad_sign = optax.tree.zeros_like(params, dtype=SIGN_DTYPE)
     return prev_update, prev_grad_sign
 
@@ -190,8 +198,9 @@ def accelerate(
     first step is `b_1 a_1`. The returned direction is `u_n`; chain a
     learning-rate stage after it.
 
-    `optax.chain(accelerate(optax.scale_by_adam(b1=b1)),
-    optax.scale_by_learning_rate(lr))` is :func:`aadam_optax.aadam` to rounding.
+    `optax.chain(accelerate(optax.scale_by_adam(b1=b1), b1=b1),
+    optax.scale_by_learning_rate(lr))` is `aadam_optax.aadam(lr, b1=b1)` to
+    rounding.
 
     Args:
       inner: the transformation whose direction is accelerated (for example
@@ -222,12 +231,7 @@ def accelerate(
       >>> print(updates)  # the first step is b1 * inner's: -0.1 * 0.9 * g
       [-0.09  0.09]
     """
-    if not isinstance(inner, optax.GradientTransformation):
-        raise TypeError(
-            "inner must be an optax.GradientTransformation such as "
-            f"optax.scale_by_adam(), got {inner!r}. Pass the transformation, "
-            "not the function that builds it."
-        )
+    _validation.check_transformation("inner", inner, "optax.scale_by_adam()")
     _validation.check_decay_rate("b1", b1)
     _validation.check_variant(variant)
     _validation.check_float_dtype("prev_update_dtype", prev_update_dtype)

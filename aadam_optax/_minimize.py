@@ -11,12 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from aadam_optax import _validation
+
 
 class MinimizeInfo(NamedTuple):
     """What :func:`minimize` reports about its run.
 
     Attributes:
-      steps: the number of updates applied, int32 (between 0 and `max_steps`).
+      steps: the number of updates applied, int32 (between 1 and `max_steps`).
       converged: bool, whether the last update moved the params by at most
         `tol` (always `False` when `tol` is `None`).
       loss: `fun` at the returned params (the loss of the last point evaluated:
@@ -63,8 +65,12 @@ def minimize(
 
     where the norm is the global Euclidean norm over every leaf of the pytree,
     measured on the params actually stored (after `optax.apply_updates` and its
-    cast to the params' dtype). The loop is a single `jax.lax.while_loop`: no
-    Python runs per step, and the whole call can sit inside `jax.jit`.
+    cast to the params' dtype). An update that leaves the params exactly where
+    they were while the gradient is nonzero does not count as convergence: the
+    optimizer chose not to step (a learning-rate warm-up from 0,
+    `optax.MultiSteps` accumulating, `optax.apply_if_finite` skipping). The
+    loop is a single `jax.lax.while_loop`: no Python runs per step, and the
+    whole call can sit inside `jax.jit`.
 
     Each update is called as
     ``optimizer.update(grad, state, params, value=loss, grad=grad,
@@ -89,6 +95,7 @@ def minimize(
 
     Raises:
       ValueError: if `max_steps` is not a positive int, or `tol` is negative.
+      TypeError: if `optimizer` is not a transformation or `has_aux` not a bool.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -104,6 +111,8 @@ def minimize(
       >>> print(f"{float(params):.4f}", bool(info.converged), int(info.steps))
       3.0000 True 22
     """
+    _validation.check_transformation("optimizer", optimizer, "aadam_optax.aadam(1e-3)")
+    _validation.check_bool("has_aux", has_aux)
     _check_max_steps(max_steps)
     _check_tol(tol)
     optimizer = optax.with_extra_args_support(optimizer)
@@ -137,7 +146,12 @@ def minimize(
             converged = jnp.zeros([], bool)
         else:
             moved = optax.tree.norm(jax.tree.map(jnp.subtract, params, carry.params))
-            converged = moved <= tol
+            # A zero move with a nonzero gradient is an optimizer that chose not
+            # to step (a warm-up at learning rate 0, MultiSteps accumulating,
+            # apply_if_finite skipping), not a converged run; at a stationary
+            # point the gradient is zero too.
+            stepped = (moved > 0) | (optax.tree.norm(carry.grad) == 0)
+            converged = (moved <= tol) & stepped
         # Evaluating here, not at the top of the next step, leaves the loss at
         # the returned params in the carry at no extra cost.
         loss, grad, aux = evaluate(params)

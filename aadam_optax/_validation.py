@@ -63,6 +63,20 @@ def check_bool(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be True or False, got {value!r}.")
 
 
+def check_transformation(name: str, value: Any, example: str) -> None:
+    """An optimizer argument must be a built transformation, not its factory.
+
+    Anything with `init` and `update` methods counts, as Optax's own wrappers
+    (`optax.MultiSteps`) are not `GradientTransformation` instances.
+    """
+    if not all(callable(getattr(value, method, None)) for method in ("init", "update")):
+        raise TypeError(
+            f"{name} must be an optax.GradientTransformation such as {example}, "
+            f"got {value!r}. Pass the transformation, not the function that "
+            "builds it."
+        )
+
+
 def check_float_dtype(name: str, dtype: Any) -> None:
     """An optional state dtype must be a floating-point dtype (or None)."""
     if dtype is None:

@@ -811,3 +811,42 @@ def test_state_is_documented_named_tuple(case: Case) -> None:
     assert moments.count.dtype == jnp.int32 and int(moments.count) == 2
     assert jax.tree.structure(moments.mu) == params_structure
     assert jax.tree.structure(moments.nu) == params_structure
+
+
+def test_inject_hyperparams_with_bfloat16_params_needs_a_float32_hyperparam_dtype():
+    """optax.inject_hyperparams casts hyperparameters to the params' dtype by
+    default; in bfloat16, b2 = 0.999 rounds to 1 and 1 - b2**n = 0, so the first
+    step is NaN, for optax.adam as for aadam. `hyperparam_dtype=jnp.float32`
+    (what the README advises) keeps them exact and training finite."""
+    params = {"w": jnp.linspace(-1.0, 1.0, 8, dtype=jnp.bfloat16)}
+    grads = {"w": jnp.linspace(0.5, -0.5, 8, dtype=jnp.bfloat16)}
+    for factory in (optax.adam, ao.aadam):
+        default = optax.inject_hyperparams(factory)(learning_rate=1e-2)
+        updates, _ = default.update(grads, default.init(params), params)
+        assert np.all(np.isnan(np.asarray(updates["w"], np.float32)))
+
+    opt = optax.inject_hyperparams(ao.aadam, hyperparam_dtype=jnp.float32)(
+        learning_rate=1e-2
+    )
+    plain = ao.aadam(1e-2)
+    state, plain_state = opt.init(params), plain.init(params)
+    step = jax.jit(opt.update)
+    for _ in range(3):
+        updates, new_state = step(grads, state, params)
+        expected, plain_state = plain.update(grads, plain_state, params)
+        # The float32 learning rate promotes the last stage's output, as it does
+        # for optax.adam; apply_updates keeps the params' dtype.
+        assert optax.apply_updates(params, updates)["w"].dtype == jnp.bfloat16
+        assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(
+            lambda x: x.dtype, state
+        )
+        # The float32 hyperparameters make the arithmetic float32 where the
+        # plain optimizer's is bfloat16: equal up to a few bfloat16 roundings
+        # (eps = 2**-8) accumulated over the steps.
+        assert np.all(np.isfinite(np.asarray(updates["w"], np.float32)))
+        np.testing.assert_allclose(
+            np.asarray(updates["w"], np.float32),
+            np.asarray(expected["w"], np.float32),
+            rtol=2**-5,
+        )
+        state = new_state

@@ -223,3 +223,38 @@ def test_bad_max_steps_raises(max_steps):
 def test_bad_tol_raises(tol):
     with pytest.raises(ValueError, match="tol"):
         minimize(quadratic, zeros_like_target(), optax.sgd(0.1), max_steps=10, tol=tol)
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        aadam_optax.aadam(optax.linear_schedule(0.0, 0.1, 10)),
+        optax.MultiSteps(aadam_optax.aadam(0.1), every_k_schedule=4),
+    ],
+    ids=["warmup_from_zero", "multisteps"],
+)
+def test_an_optimizer_that_holds_still_is_not_converged(optimizer):
+    # Both leave the params exactly in place on their first update(s) although
+    # the gradient is nonzero; that is no evidence of a minimum.
+    def fun(x):
+        return jnp.sum((x - 3.0) ** 2)
+
+    params, _, info = minimize(fun, jnp.zeros(2), optimizer, max_steps=2000, tol=1e-6)
+    assert int(info.steps) > 4
+    np.testing.assert_allclose(params, 3.0, atol=1e-3)
+
+
+def test_a_zero_move_at_a_stationary_point_is_converged():
+    # Starting at the minimum the gradient is 0 and sgd does not move: converged
+    # after the first update.
+    params, _, info = minimize(
+        lambda x: jnp.sum(x**2), jnp.zeros(3), optax.sgd(0.1), max_steps=50, tol=0.0
+    )
+    assert bool(info.converged) and int(info.steps) == 1
+
+
+def test_bad_optimizer_or_has_aux_raises():
+    with pytest.raises(TypeError, match="^optimizer must be an optax"):
+        minimize(lambda x: x**2, 1.0, aadam_optax.aadam, max_steps=3)
+    with pytest.raises(TypeError, match="^has_aux must be True or False"):
+        minimize(lambda x: x**2, 1.0, optax.sgd(0.1), max_steps=3, has_aux="no")
