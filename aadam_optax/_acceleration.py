@@ -60,6 +60,13 @@ def _unpack_complex_signs(packed: jax.Array) -> tuple[jax.Array, jax.Array]:
     return real, (packed - real) // 3
 
 
+def _explicitly_sharded(array: jax.Array) -> bool:
+    """Whether `array` carries an explicit-mesh sharding (where slicing one
+    element out of a sharded dimension is an error)."""
+    spec = getattr(getattr(jax.typeof(array), "sharding", None), "spec", None)
+    return spec is not None and any(axis is not None for axis in spec)
+
+
 def _sign_after(grad: jax.Array, update: jax.Array) -> jax.Array:
     """`sign(grad)` as int8, computed only once `update` exists.
 
@@ -72,7 +79,11 @@ def _sign_after(grad: jax.Array, update: jax.Array) -> jax.Array:
     fuses no sibling loops, while on GPU the extra ordering would keep the
     sign out of the multi-output fusion that computes `update`.
     """
-    if update.size == 0 or jax.default_backend() != "cpu":
+    if (
+        update.size == 0
+        or jax.default_backend() != "cpu"
+        or _explicitly_sharded(update)
+    ):
         return jnp.sign(grad).astype(SIGN_DTYPE)
     first = update.reshape(-1)[0]
     # min(|x|, 0) is 0 for every x but NaN, which the where catches: the zero is
