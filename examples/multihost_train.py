@@ -222,6 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             target = jax.eval_shape(initial_state)
             state = manager.restore(start, args=ocp.args.StandardRestore(target))
 
+        # Where the state starts out, fresh or restored: the layout to check.
+        start_specs = {
+            jax.tree_util.keystr(path): str(leaf.sharding.spec)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+        }
         metrics = (
             open(args.out / "metrics.csv", "a" if start else "w", newline="")
             if is_writer
@@ -252,10 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "steps": args.steps,
         "resumed_from": start,
         "final_loss": losses[-1] if losses else None,
-        "param_specs": {
-            jax.tree_util.keystr(path): str(leaf.sharding.spec)
-            for path, leaf in jax.tree_util.tree_leaves_with_path(state["params"])
-        },
+        "start_specs": start_specs,
     }
     write_outputs(args, state, summary)
     if is_writer:

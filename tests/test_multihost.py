@@ -174,6 +174,19 @@ def final_state(out):
         return {key: arrays[key] for key in arrays.files}
 
 
+def check_layout(summary):
+    """w1 (64 x 16) is split over the 4 devices, b2 (10) is not; the optimizer
+    state follows its param, and the step count is replicated."""
+    specs = summary["start_specs"]
+    by_param = {"['w1']": "P('data',)", "['b2']": "P()"}
+    for name, spec in by_param.items():
+        leaves = [path for path in specs if path.endswith(name)]
+        assert len(leaves) >= 5, leaves  # the param, mu, nu, prev_update, signs
+        assert {specs[path] for path in leaves} == {spec}, specs
+    counts = [path for path in specs if path.endswith(".count")]
+    assert counts and {specs[path] for path in counts} == {"P()"}, specs
+
+
 def test_two_processes_train_kill_and_resume_exactly(tmp_path):
     assert (
         "--coordinator"
@@ -210,9 +223,7 @@ def test_two_processes_train_kill_and_resume_exactly(tmp_path):
         )
     summary = json.loads((two / "summary.json").read_text())
     assert (summary["processes"], summary["devices"]) == (2, 4)
-    # The params are split over the 4 devices where they divide, and trained.
-    assert summary["param_specs"]["['w1']"] == "P('data',)"
-    assert summary["param_specs"]["['b2']"] == "P()"
+    check_layout(summary)
     losses = [loss for _, loss in metrics(two)]
     assert losses[-1] < 0.7 * losses[0]
 
@@ -235,18 +246,20 @@ def test_two_processes_train_kill_and_resume_exactly(tmp_path):
     resumed_steps = [step for step, _ in metrics(faulty)[logged:]]
     assert resumed_steps[0] == crash - SAVE_EVERY + 1  # restored step 8
     # A crash during a save loses the steps since the save before it: with
-    # Orbax's asynchronous saves, fewer than twice the save interval.
-    assert reached - (crash - SAVE_EVERY) < 2 * SAVE_EVERY
+    # Orbax's asynchronous saves, at most twice the save interval (the save of
+    # step 12 may still be in flight until the save of step 16 waits for it).
+    assert reached - (crash - SAVE_EVERY) <= 2 * SAVE_EVERY
     assert resumed_steps[-1] == killed_at
     logged = len(metrics(faulty))
 
     # 3. Resumed again: from step 20, so a crash after a completed save loses
-    # fewer steps than the save interval, and the run ends bitwise where the
+    # at most the save interval, and the run ends bitwise where the
     # uninterrupted one ends.
     finish(run_job(faulty, 2, resume=True))
     summary = json.loads((faulty / "summary.json").read_text())
     assert summary["resumed_from"] == saved
-    assert killed_at - saved < SAVE_EVERY
+    check_layout(summary)  # as restored from the 2-process checkpoint
+    assert resumed_steps[-1] - summary["resumed_from"] <= SAVE_EVERY
     restarted = final_state(faulty)
     assert restarted.keys() == reference.keys()
     for key, value in reference.items():
