@@ -56,15 +56,16 @@ def state_shardings(
       >>> from jax.sharding import NamedSharding, PartitionSpec as P
       >>> import aadam_optax
       >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-      >>> params = {"w": jax.device_put(jnp.zeros((4, 3)), NamedSharding(mesh, P("data")))}
+      >>> sharding = NamedSharding(mesh, P("data"))
+      >>> params = {"w": jax.device_put(jnp.zeros((4, 3)), sharding)}
       >>> tx = aadam_optax.aadamw(1e-3)
       >>> shardings = aadam_optax.state_shardings(tx, params)
       >>> shardings[0].mu["w"].spec, shardings[0].count.spec
       (P('data',), P())
       >>> state = jax.jit(tx.init, out_shardings=shardings)(params)
-      >>> state[0].prev_update["w"].sharding == params["w"].sharding
+      >>> state[0].prev_update["w"].sharding == sharding
       True
-    """  # noqa: E501 - a doctest line reads better unbroken
+    """
     init = getattr(optimizer, "init", optimizer)
     if not callable(init):
         raise ValueError(

@@ -10,6 +10,7 @@ with this helper, in both processes).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -220,3 +221,18 @@ def test_unplaced_params_are_refused_by_name():
 def test_a_non_optimizer_is_refused():
     with pytest.raises(ValueError, match="optimizer"):
         aadam_optax.state_shardings(3, {"w": jnp.zeros(3)})
+
+
+def test_readme_orbax_recipe_restores_onto_the_target():
+    readme = (REPO / "README.md").read_text()
+    (block,) = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+        if "state_shardings" in block
+    ]
+    namespace: dict = {}
+    exec(block, namespace)  # noqa: S102 - the README's own recipe
+    restored, saved = namespace["restored"], namespace["state"]
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved), strict=True):
+        assert a.dtype == b.dtype and a.sharding == b.sharding
+        assert np.array_equal(np.asarray(a), np.asarray(b))
