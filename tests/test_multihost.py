@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -86,10 +87,18 @@ LAUNCHER = textwrap.dedent(
 )
 
 
+_PORTS_TAKEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free now and not handed to another job of this test."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _PORTS_TAKEN:
+            _PORTS_TAKEN.add(port)
+            return port
 
 
 def launch(out, process_id, num_processes, port, *, resume=False, fault=None):
@@ -106,14 +115,18 @@ def launch(out, process_id, num_processes, port, *, resume=False, fault=None):
         command += ["--process-id", str(process_id)]
     if resume:
         command.append("--resume")
-    return subprocess.Popen(
+    # A file, not a pipe: a pipe nobody reads until the end could fill and stall.
+    log = tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(
         command,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, to kill as a whole
     )
+    process.log = log
+    return process
 
 
 def wait_all(processes, *, faulty=None):
@@ -132,7 +145,12 @@ def wait_all(processes, *, faulty=None):
         for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
-    return [(p.wait(), p.stdout.read()) for p in processes]
+    results = []
+    for process in processes:
+        process.log.seek(0)
+        results.append((process.wait(), process.log.read()))
+        process.log.close()
+    return results
 
 
 def run_job(out, num_processes, *, resume=False, faults=None):
