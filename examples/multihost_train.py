@@ -38,7 +38,8 @@ import csv
 import json
 import pathlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -72,7 +73,9 @@ def start_runtime(args: argparse.Namespace) -> None:
         )
 
 
-def param_sharding(mesh: jax.sharding.Mesh, leaf: jax.ShapeDtypeStruct) -> Any:
+def param_sharding(
+    mesh: jax.sharding.Mesh, leaf: jax.ShapeDtypeStruct
+) -> NamedSharding:
     if leaf.ndim and leaf.shape[0] % mesh.size == 0:
         return NamedSharding(mesh, PartitionSpec("data"))
     return NamedSharding(mesh, PartitionSpec())
@@ -80,7 +83,7 @@ def param_sharding(mesh: jax.sharding.Mesh, leaf: jax.ShapeDtypeStruct) -> Any:
 
 def make_initial_state(
     args: argparse.Namespace, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh
-):
+) -> tuple[Callable[[], TrainState], TrainState]:
     """A jitted function that builds the state in place, and its shardings."""
     make_params = partial(init_params, args.seed, args.hidden)
     abstract_params = jax.tree.map(
@@ -106,7 +109,7 @@ def make_initial_state(
 
 def make_train_step(
     tx: optax.GradientTransformation, shardings: TrainState, mesh: jax.sharding.Mesh
-):
+) -> Callable[..., tuple[TrainState, jax.Array]]:
     replicated = NamedSharding(mesh, PartitionSpec())
 
     @partial(jax.jit, out_shardings=(shardings, replicated), donate_argnums=0)
@@ -227,29 +230,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             jax.tree_util.keystr(path): str(leaf.sharding.spec)
             for path, leaf in jax.tree_util.tree_leaves_with_path(state)
         }
-        metrics = (
+        # Written and flushed per step, by process 0: a crash shows where it
+        # stopped.
+        with (
             open(args.out / "metrics.csv", "a" if start else "w", newline="")
             if is_writer
-            else None
-        )
-        losses = []
-        for step in tqdm(
-            range(start, args.steps),
-            desc=f"steps {start}..{args.steps}",
-            disable=args.quiet or not is_writer,
-        ):
-            indices = batch_indices(args.seed, step, len(data[0]), args.batch_size)
-            state, loss = train_step(state, *global_batch(data, indices, mesh))
-            losses.append(float(loss))
-            if metrics is not None:
-                # Written and flushed per step: a crash shows where it stopped.
-                csv.writer(metrics).writerow([step + 1, repr(losses[-1])])
-                metrics.flush()
-            # The manager saves when step + 1 is a multiple of --save-every.
-            manager.save(step + 1, args=ocp.args.StandardSave(state))
+            else nullcontext()
+        ) as metrics:
+            losses = []
+            for step in tqdm(
+                range(start, args.steps),
+                desc=f"steps {start}..{args.steps}",
+                disable=args.quiet or not is_writer,
+            ):
+                indices = batch_indices(args.seed, step, len(data[0]), args.batch_size)
+                state, loss = train_step(state, *global_batch(data, indices, mesh))
+                losses.append(float(loss))
+                if metrics is not None:
+                    csv.writer(metrics).writerow([step + 1, repr(losses[-1])])
+                    metrics.flush()
+                # The manager saves when step + 1 is a multiple of --save-every
+                # (and, by Orbax's default policy, the first step).
+                manager.save(step + 1, args=ocp.args.StandardSave(state))
         manager.wait_until_finished()
-        if metrics is not None:
-            metrics.close()
 
     summary = {
         "processes": jax.process_count(),
