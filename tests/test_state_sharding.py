@@ -125,6 +125,22 @@ SCRIPT = textwrap.dedent(
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params)
         assert ao.state_shardings(opt, abstract) == shardings, name
 
+    # On a mesh with Explicit axes (jax.make_mesh's default) too, with no
+    # jax.set_mesh around the jitted init.
+    explicit_mesh = jax.make_mesh((4, 2), ("data", "model"))
+    explicit = jax.tree.map(
+        lambda v, s: jax.device_put(v, NamedSharding(explicit_mesh, s)), VALUES, SPECS
+    )
+    opt = OPTIMIZERS["aadam_sign_change"]
+    state = jax.jit(opt.init, out_shardings=ao.state_shardings(opt, explicit))(explicit)
+    for (path, leaf), expected in zip(
+        jax.tree_util.tree_leaves_with_path(state),
+        jax.tree.leaves(expected_shardings(opt)),
+        strict=True,
+    ):
+        assert leaf.sharding.mesh == explicit_mesh, path
+        assert leaf.sharding.spec == expected.spec, (path, leaf.sharding, expected)
+
     # Adafactor keeps row and column statistics of a matrix, whose shapes are
     # not the param's: those are replicated.
     opt = optax.adafactor(0.05, min_dim_size_to_factor=2)
