@@ -60,13 +60,6 @@ def _unpack_complex_signs(packed: jax.Array) -> tuple[jax.Array, jax.Array]:
     return real, (packed - real) // 3
 
 
-def _explicitly_sharded(array: jax.Array) -> bool:
-    """Whether `array` carries an explicit-mesh sharding (where slicing one
-    element out of a sharded dimension is an error)."""
-    spec = getattr(getattr(jax.typeof(array), "sharding", None), "spec", None)
-    return spec is not None and any(axis is not None for axis in spec)
-
-
 def _sign_after(grad: jax.Array, update: jax.Array) -> jax.Array:
     """`sign(grad)` as int8, computed only once `update` exists.
 
@@ -75,15 +68,15 @@ def _sign_after(grad: jax.Array, update: jax.Array) -> jax.Array:
     XLA may compute the new signs first and then protects the old ones with two
     full copies (20 MB of temporaries per 1e7 params on CPU, paid in page
     faults on every step). Adding an exact zero derived from one element of
-    `update` orders the two at the cost of one scalar. Only on CPU: there XLA
-    fuses no sibling loops, while on GPU the extra ordering would keep the
-    sign out of the multi-output fusion that computes `update`.
+    `update` orders the two at the cost of one scalar, so the numbers are the
+    same with or without it.
+
+    Only where every array lives on one CPU device: there XLA fuses no sibling
+    loops. On GPU the ordering would keep the sign out of the multi-output
+    fusion that computes `update`, and with several devices reading one element
+    of a sharded array makes the compiler gather it, a collective on every step.
     """
-    if (
-        update.size == 0
-        or jax.default_backend() != "cpu"
-        or _explicitly_sharded(update)
-    ):
+    if update.size == 0 or jax.default_backend() != "cpu" or jax.device_count() > 1:
         return jnp.sign(grad).astype(SIGN_DTYPE)
     first = update.reshape(-1)[0]
     # min(|x|, 0) is 0 for every x but NaN, which the where catches: the zero is
