@@ -100,7 +100,7 @@ def check_state(state: Any, initial: Any) -> None:
 
 hyperparameters = st.fixed_dictionaries(
     {
-        "b1": st.floats(0.0, 0.999),
+        "b1": st.floats(0.0, 0.999, exclude_min=True),
         "b2": st.floats(0.0, 0.999),
         "eps": st.sampled_from([0.0, 1e-8, 1e-3]),
         "eps_root": st.sampled_from([0.0, 1e-10, 1e-4]),
