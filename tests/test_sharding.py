@@ -366,9 +366,9 @@ def test_multi_device_runs_match_single_device_runs() -> None:
             problems.append(message)
 
     named = results["named_sharding"]
-    # aadam (each variant), aadamw and aamsgrad are the brief; aadamax and
-    # accelerate(scale_by_adam) cover the other state layouts. On an Auto mesh
-    # one suffices: every state is built by the same code.
+    # aadam (each variant), aadamw and aamsgrad are the main optimizers;
+    # aadamax and accelerate(scale_by_adam) cover the other state layouts. On
+    # an Auto mesh one suffices: every state is built by the same code.
     expected_runs = {
         f"explicit/{name}"
         for name in (
