@@ -270,7 +270,7 @@ def accelerate(
     """
     _validation.check_transformation("inner", inner, "optax.scale_by_adam()")
     _validation.check_acceleration_weight(b1)
-    _validation.check_choice("variant", variant, VARIANTS)
+    _validation.check_variant(variant)
     _validation.check_float_dtype("prev_update_dtype", prev_update_dtype)
     inner = optax.with_extra_args_support(inner)
 

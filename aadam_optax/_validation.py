@@ -66,11 +66,10 @@ def check_learning_rate(value: Any) -> None:
     check_non_negative("learning_rate", value)
 
 
-def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    """A string argument must be one of the `allowed` names."""
-    if not isinstance(value, str) or value not in allowed:
-        names = ", ".join(repr(choice) for choice in allowed)
-        raise ValueError(f"{name} must be one of {names}; got {value!r}.")
+def check_variant(variant: Any) -> None:
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        allowed = ", ".join(repr(name) for name in VARIANTS)
+        raise ValueError(f"variant must be one of {allowed}; got {variant!r}.")
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -160,6 +159,6 @@ def check_adam_family(
     check_decay_rate("b2", b2)
     check_non_negative("eps", eps)
     check_non_negative("eps_root", eps_root)
-    check_choice("variant", variant, VARIANTS)
+    check_variant(variant)
     check_float_dtype("mu_dtype", mu_dtype)
     check_float_dtype("prev_update_dtype", prev_update_dtype)
