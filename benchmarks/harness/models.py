@@ -45,13 +45,36 @@ def _pool(x: jax.Array) -> jax.Array:
     return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
+class Conv3x3(nnx.Module):
+    """3x3 'SAME' convolution of NHWC images, computed as patches @ kernel.
+
+    Inside a compiled `scan` on CPU, XLA's convolution (as in `nnx.Conv`)
+    measured about 12x slower per training step of `CNN` than this matrix
+    product of the nine shifted copies of the input; the result is the same.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal()
+        self.kernel = nnx.Param(init(rngs.params(), (9 * in_features, out_features)))
+        self.bias = nnx.Param(jnp.zeros(out_features))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _, h, w, _ = x.shape
+        padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        patches = jnp.concatenate(
+            [padded[:, i : i + h, j : j + w, :] for i in range(3) for j in range(3)],
+            axis=-1,
+        )
+        return patches @ self.kernel[...] + self.bias[...]
+
+
 class CNN(nnx.Module):
     """conv3x3-pool-conv3x3-pool-dense, ReLU, for 28x28x1 images."""
 
     def __init__(self, channels: tuple[int, int], *, rngs: nnx.Rngs) -> None:
         first, second = channels
-        self.conv1 = nnx.Conv(1, first, (3, 3), rngs=rngs)
-        self.conv2 = nnx.Conv(first, second, (3, 3), rngs=rngs)
+        self.conv1 = Conv3x3(1, first, rngs=rngs)
+        self.conv2 = Conv3x3(first, second, rngs=rngs)
         self.out = nnx.Linear(7 * 7 * second, N_CLASSES, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
