@@ -1,22 +1,18 @@
 """End to end: `benchmarks/convergence.py --quick` runs and writes sane files.
 
-Budget: under 90 s wall on 2 cores (one subprocess; the quick grid compiles one
+Budget: about a minute of CPU on 2 cores (one subprocess; the quick grid compiles one
 program per task).
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import pathlib
-import subprocess
-import sys
 
 import pytest
-from pngcheck import assert_valid_png
+from benchmark_helpers import assert_valid_png, read_csv, run_script
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "convergence.py"
+SCRIPT = "convergence.py"
 
 OPTIMIZERS = {
     "aadam_sign_change",
@@ -47,36 +43,18 @@ QUICK_TUNING, QUICK_SEEDS, QUICK_LRS = 1, 2, 3
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("convergence")
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run_script(SCRIPT, "--quick", "--out", str(out))
     return out
 
 
-def _read(path: pathlib.Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def test_help_runs():
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    help_text = run_script(SCRIPT, "--help")
     for option in ("--out", "--quick", "--seeds", "--tuning-seeds", "--steps"):
-        assert option in result.stdout
+        assert option in help_text
 
 
 def test_raw_csv_has_every_cell_lr_and_seed(out_dir):
-    rows = _read(out_dir / "convergence.csv")
+    rows = read_csv(out_dir / "convergence.csv")
     assert set(rows[0]) == {
         "task",
         "optimizer",
@@ -122,7 +100,7 @@ def test_selected_lr_has_fewest_steps_on_the_tuning_seeds(out_dir):
     # Re-derive the stated rule from the raw rows: the chosen learning rate has
     # the fewest mean steps to target over the tuning seeds, ties broken by the
     # mean validation loss (final training loss for synthetic tasks).
-    rows = [r for r in _read(out_dir / "convergence.csv") if r["tuning"] == "1"]
+    rows = [r for r in read_csv(out_dir / "convergence.csv") if r["tuning"] == "1"]
     for task in TASKS:
         key = "val_loss" if task in DATA_TASKS else "final_loss"
         for name in OPTIMIZERS:
@@ -155,10 +133,10 @@ def test_target_follows_the_written_rule(out_dir):
     # budget on the (single, in --quick) tuning seed; adam's selected rate takes
     # the fewest steps to it there, so it reaches it within a quarter of the
     # steps.
-    rows = _read(out_dir / "convergence.csv")
+    rows = read_csv(out_dir / "convergence.csv")
     summary = {
         (r["task"], r["optimizer"]): r
-        for r in _read(out_dir / "convergence_summary.csv")
+        for r in read_csv(out_dir / "convergence_summary.csv")
     }
     for task in TASKS:
         max_steps = int(summary[(task, "adam")]["max_steps"])
@@ -178,7 +156,7 @@ def test_target_follows_the_written_rule(out_dir):
 
 
 def test_summary_csv_is_finite_and_ranks_in_range(out_dir):
-    rows = _read(out_dir / "convergence_summary.csv")
+    rows = read_csv(out_dir / "convergence_summary.csv")
     assert len(rows) == len(TASKS) * len(OPTIMIZERS)
     assert {(r["task"], r["optimizer"]) for r in rows} == {
         (t, o) for t in TASKS for o in OPTIMIZERS

@@ -6,19 +6,15 @@ them the byte Transformer's).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import pathlib
-import subprocess
-import sys
 from collections import defaultdict
 
 import pytest
-from pngcheck import assert_valid_png
+from benchmark_helpers import assert_valid_png, read_csv, run_script
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "workloads.py"
+SCRIPT = "workloads.py"
 WORKLOADS = {"mnist_logreg", "bytes_lm"}
 OPTIMIZERS = {"aadam_sign_change", "adam"}
 TRIALS, SEEDS = 2, 2
@@ -27,36 +23,18 @@ TRIALS, SEEDS = 2, 2
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("workloads")
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run_script(SCRIPT, "--quick", "--out", str(out))
     return out
 
 
-def _read(path: pathlib.Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def test_help_lists_the_options():
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    help_text = run_script(SCRIPT, "--help")
     for option in ("--out", "--quick", "--trials", "--seeds", "--report-only"):
-        assert option in result.stdout
+        assert option in help_text
 
 
 def test_runs_cover_every_trial_and_seed(out_dir):
-    rows = _read(out_dir / "workloads.csv")
+    rows = read_csv(out_dir / "workloads.csv")
     assert {r["workload"] for r in rows} == WORKLOADS
     assert {r["optimizer"] for r in rows} == OPTIMIZERS
     assert len(rows) == len(WORKLOADS) * len(OPTIMIZERS) * (TRIALS + SEEDS)
@@ -71,7 +49,7 @@ def test_runs_cover_every_trial_and_seed(out_dir):
 
 
 def test_the_adam_family_shares_the_trial_learning_rates(out_dir):
-    rows = [r for r in _read(out_dir / "workloads.csv") if r["phase"] == "tune"]
+    rows = [r for r in read_csv(out_dir / "workloads.csv") if r["phase"] == "tune"]
     rates = defaultdict(set)
     for r in rows:
         rates[(r["workload"], r["trial"])].add(r["learning_rate"])
@@ -81,7 +59,7 @@ def test_the_adam_family_shares_the_trial_learning_rates(out_dir):
 
 
 def test_winner_is_the_best_tuning_trial(out_dir):
-    rows = _read(out_dir / "workloads.csv")
+    rows = read_csv(out_dir / "workloads.csv")
     for w in WORKLOADS:
         for o in OPTIMIZERS:
             cell = [r for r in rows if r["workload"] == w and r["optimizer"] == o]
@@ -94,9 +72,9 @@ def test_winner_is_the_best_tuning_trial(out_dir):
 
 def test_steps_to_target_match_the_recorded_curves(out_dir):
     # Re-derive steps to target from the validation curves of the scored runs.
-    rows = [r for r in _read(out_dir / "workloads.csv") if r["phase"] == "score"]
+    rows = [r for r in read_csv(out_dir / "workloads.csv") if r["phase"] == "score"]
     curves = defaultdict(list)
-    for c in _read(out_dir / "workloads_curves.csv"):
+    for c in read_csv(out_dir / "workloads_curves.csv"):
         curves[(c["workload"], c["optimizer"], c["seed"])].append(c)
     for r in rows:
         curve = curves[(r["workload"], r["optimizer"], r["seed"])]
@@ -125,11 +103,5 @@ def test_report_has_method_targets_and_plots(out_dir):
 def test_report_only_rewrites_the_same_report(out_dir):
     before = (out_dir / "workloads.md").read_text()
     (out_dir / "workloads.md").unlink()
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--report-only", "--out", str(out_dir)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    run_script(SCRIPT, "--report-only", "--out", str(out_dir))
     assert (out_dir / "workloads.md").read_text() == before

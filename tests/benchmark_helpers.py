@@ -1,10 +1,37 @@
-"""Checks that a file is a complete, non-blank PNG (for the benchmark tests)."""
+"""Helpers for the benchmark tests: run a script, read its CSVs, check PNGs."""
 
 from __future__ import annotations
 
+import csv
 import pathlib
 import struct
+import subprocess
+import sys
 import zlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, *args: str) -> str:
+    """Runs `benchmarks/<script>` with `args` from the repository root; stdout.
+
+    The timeout only guards against a hang: on a loaded 2-core machine a
+    --quick run has taken several minutes.
+    """
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    return result.stdout
+
+
+def read_csv(path: pathlib.Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
