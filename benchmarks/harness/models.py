@@ -39,19 +39,32 @@ class MLP(nnx.Module):
         return self.out(jax.nn.relu(self.hidden(x.reshape(x.shape[0], -1))))
 
 
-def _pool(x: jax.Array) -> jax.Array:
+def average_pool(x: jax.Array) -> jax.Array:
     """2x2 average pooling of NHWC images."""
     n, h, w, c = x.shape
     return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
-class Conv3x3(nnx.Module):
+def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """3x3 'SAME' convolution of NHWC images, computed as patches @ kernel.
 
-    Inside a compiled `scan` on CPU, XLA's convolution (as in `nnx.Conv`)
-    measured about 12x slower per training step of `CNN` than this matrix
-    product of the nine shifted copies of the input; the result is the same.
+    `kernel` has shape (3, 3, in, out) or (9 * in, out). Inside a compiled
+    `scan` on CPU, XLA's convolution (as in `nnx.Conv`) measured about 12x
+    slower per training step of `CNN` than this matrix product of the nine
+    shifted copies of the input, and under `vmap` over models it becomes a
+    grouped convolution, slower still; the result is the same.
     """
+    _, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    patches = jnp.concatenate(
+        [padded[:, i : i + h, j : j + w, :] for i in range(3) for j in range(3)],
+        axis=-1,
+    )
+    return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
+class Conv3x3(nnx.Module):
+    """`conv3x3` with a learned kernel and bias."""
 
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
         init = nnx.initializers.lecun_normal()
@@ -59,13 +72,7 @@ class Conv3x3(nnx.Module):
         self.bias = nnx.Param(jnp.zeros(out_features))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        _, h, w, _ = x.shape
-        padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        patches = jnp.concatenate(
-            [padded[:, i : i + h, j : j + w, :] for i in range(3) for j in range(3)],
-            axis=-1,
-        )
-        return patches @ self.kernel[...] + self.bias[...]
+        return conv3x3(x, self.kernel[...]) + self.bias[...]
 
 
 class CNN(nnx.Module):
@@ -78,8 +85,8 @@ class CNN(nnx.Module):
         self.out = nnx.Linear(7 * 7 * second, N_CLASSES, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = _pool(jax.nn.relu(self.conv1(x)))
-        x = _pool(jax.nn.relu(self.conv2(x)))
+        x = average_pool(jax.nn.relu(self.conv1(x)))
+        x = average_pool(jax.nn.relu(self.conv2(x)))
         return self.out(x.reshape(x.shape[0], -1))
 
 
