@@ -43,7 +43,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from harness import environment, workloads_report
+from harness.models import count_params
 from harness.optimizers import OPTIMIZERS, WARMUP_FRACTION, quasi_random
 from harness.runner import make_train, steps_to_target
 from harness.workload import Workload
@@ -194,9 +196,6 @@ def run_workload(
 
 
 def describe(workload: Workload) -> dict[str, Any]:
-    from flax import nnx
-    from harness.models import count_params
-
     return {
         "name": workload.name,
         "description": workload.description,
