@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -12,7 +15,7 @@ import aadam_optax  # noqa: E402  (needs the path above when not installed)
 
 project = "aadam-optax"
 author = "aadam-optax contributors"
-copyright = "aadam-optax contributors"  # noqa: A001  (the name Sphinx reads)
+copyright = "aadam-optax contributors"
 release = aadam_optax.__version__
 version = release
 
@@ -31,7 +34,6 @@ exclude_patterns = ["_build"]
 # their links to repository files (scripts, CSVs, other sections) have no page
 # here, so they render as plain text instead of failing the build.
 suppress_warnings = ["myst.header", "myst.xref_missing"]
-myst_enable_extensions = ["dollarmath"]
 myst_heading_anchors = 3
 
 autodoc_typehints = "description"
@@ -54,14 +56,12 @@ html_theme = "furo"
 html_title = f"aadam-optax {release}"
 
 
-def _drop_inherited_data_docstrings(app, what, name, obj, options, lines) -> None:
+def _drop_inherited_data_docstrings(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
     """Keep `VARIANTS` from showing the docstring of `tuple`."""
     if what == "data" and obj.__doc__ == type(obj).__doc__:
         lines.clear()
-
-
-def setup(app) -> None:
-    app.connect("autodoc-process-docstring", _drop_inherited_data_docstrings)
 
 
 def _write_results_pages() -> None:
@@ -88,4 +88,6 @@ def _write_results_pages() -> None:
         (pages / source.name).write_text("\n".join(page) + "\n", encoding="utf-8")
 
 
-_write_results_pages()
+def setup(app: Sphinx) -> None:
+    app.connect("autodoc-process-docstring", _drop_inherited_data_docstrings)
+    _write_results_pages()
