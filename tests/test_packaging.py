@@ -2,6 +2,7 @@
 
 import ast
 import email
+import email.message
 import os
 import pathlib
 import subprocess
@@ -30,7 +31,6 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out)],
         cwd=ROOT,
         check=True,
-        capture_output=True,
     )
     return out
 
@@ -70,8 +70,13 @@ def test_sdist_holds_what_a_rebuild_needs(dist: pathlib.Path) -> None:
     (sdist,) = dist.glob("*.tar.gz")
     with tarfile.open(sdist) as archive:
         names = {n.split("/", 1)[-1] for n in archive.getnames()}
-    expected = {"pyproject.toml", "README.md", "LICENSE", "aadam_optax/py.typed"}
-    assert expected | {"aadam_optax/__init__.py"} <= names
+    assert {
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "aadam_optax/__init__.py",
+        "aadam_optax/py.typed",
+    } <= names
 
 
 def test_runtime_requirements_are_what_the_package_imports(dist: pathlib.Path) -> None:
