@@ -5,6 +5,7 @@ from aadam_optax._aadamax import ScaleByAAdaMaxState, aadamax, scale_by_aadamax
 from aadam_optax._aamsgrad import ScaleByAAMSGradState, aamsgrad, scale_by_aamsgrad
 from aadam_optax._acceleration import AccelerateState, accelerate
 from aadam_optax._minimize import MinimizeInfo, minimize
+from aadam_optax._sharding import state_shardings
 from aadam_optax._validation import VARIANTS, Variant
 
 __version__ = "0.1.0"
@@ -26,4 +27,5 @@ __all__ = [
     "scale_by_aadam",
     "scale_by_aadamax",
     "scale_by_aamsgrad",
+    "state_shardings",
 ]

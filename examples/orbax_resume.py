@@ -3,7 +3,10 @@
 The optimizer state is a tree of arrays (`ScaleByAAdamState`: an int32 count,
 float moments, the previous direction and the int8 signs of the previous
 gradient), so Orbax saves it like the params. Restoring needs the tree's
-structure and dtypes: pass an abstract target built from a fresh `tx.init`.
+structure, dtypes and shardings: pass an abstract target, the
+`jax.eval_shape` of the jitted init with `aadam_optax.state_shardings` as its
+`out_shardings` (a target from an eager `tx.init` would restore the step count
+onto one device, which breaks a multi-device or multi-process resume).
 
 The program trains a small MLP on the 8x8 digits for --steps steps without
 interruption, then trains again, saves params and optimizer state at
@@ -118,7 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def fresh_start():
         params = init_params(args.seed, args.hidden)
-        return params, tx.init(params)
+        return params, init_state(params)
+
+    # Jitted, the init would not know where its zeros go: state_shardings puts
+    # each leaf next to its param (here all on one device).
+    template = init_params(args.seed, args.hidden)
+    init_state = jax.jit(
+        tx.init, out_shardings=aadam_optax.state_shardings(tx, template)
+    )
 
     # 1. The reference: one uninterrupted run.
     params, opt_state = fresh_start()
@@ -143,10 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 3. Resume from disk. The target gives Orbax the NamedTuple structure and
     # the dtypes (int32 count, int8 signs) to restore into.
-    abstract = jax.tree.map(
-        ocp.utils.to_shape_dtype_struct,
-        dict(zip(("params", "opt_state"), fresh_start(), strict=True)),
-    )
+    abstract = {
+        "params": jax.tree.map(ocp.utils.to_shape_dtype_struct, template),
+        "opt_state": jax.eval_shape(init_state, template),
+    }
     with ocp.CheckpointManager(directory) as manager:
         step = manager.latest_step()
         restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
