@@ -4,7 +4,9 @@ Each run is one `jax.lax.scan` of full-batch gradient steps inside `jax.jit`, so
 it compiles once; several starting points are run together with `jax.vmap`.
 Convergence is measured in parameter space: the Euclidean distance (over all
 leaves of the pytree) from the final params to the known minimiser must be at
-most `TOLERANCE`, from every starting point.
+most `TOLERANCE`, from every starting point. Where AAdam has a base optimizer
+in optax, it must also keep that optimizer's pace, which it would not with the
+acceleration switched off.
 
 Learning rates are constant (no schedule) and chosen per problem, the same for
 every optimizer of the family (`Problem.learning_rate`), with one stated

@@ -447,17 +447,17 @@ def test_zero_eps_gradients_that_are_or_become_zero_give_finite_steps(
     np.testing.assert_array_equal(updates[-1], 0.0)
 
 
-@pytest.mark.parametrize("name", ["aadam", "aadamax"])
-def test_zero_eps_updates_have_finite_derivatives(name: str) -> None:
+def test_zero_eps_updates_have_finite_derivatives() -> None:
     """Meta-learning differentiates through the update. At a component whose
     gradients have always been zero the update is 0 / 0 := 0; its derivative
     must be 0, not NaN, and the other components' derivatives must be what
     they are without it (the update is element-wise): the two leaves below
-    differ only by that component."""
+    differ only by that component. AAdam's direction goes through both the
+    square root and the division that define 0 / 0 := 0."""
     weights = {"with": jnp.array([1.0, 2.0, 3.0]), "without": jnp.array([1.0, 2.0])}
 
     def loss(grads: Any, b1: jax.Array) -> jax.Array:
-        opt = optax.inject_hyperparams(getattr(ao, name))(0.1, b1=b1, eps=0.0)
+        opt = optax.inject_hyperparams(ao.aadam)(0.1, b1=b1, eps=0.0)
         state = opt.init(grads)
         total = jnp.zeros(())
         for step in range(3):

