@@ -26,7 +26,7 @@ class ScaleByAAdaMaxState(NamedTuple):
         step. Complex params keep both parts' signs packed as `re + 3 * im`.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     mu: optax.Updates
     nu: optax.Updates
     prev_update: optax.Updates

@@ -25,7 +25,7 @@ class ScaleByAAMSGradState(NamedTuple):
       prev_grad_sign: `sign(g_{n-1})` as int8 (-1, 0, +1).
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as in optax
     mu: optax.Updates
     nu: optax.Updates
     nu_max: optax.Updates

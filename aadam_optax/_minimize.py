@@ -183,10 +183,12 @@ def _check_max_steps(max_steps: Any) -> None:
 
 
 def _check_tol(tol: Any) -> None:
-    if tol is None or isinstance(tol, jax.core.Tracer):
+    if tol is None:
         return
     try:
         value = np.asarray(tol)
+    except jax.errors.TracerArrayConversionError:
+        return  # a traced tol, e.g. an argument of a jitted caller: not checkable
     except Exception as error:  # noqa: BLE001 - report any unusable tol
         raise ValueError(f"tol must be None or a number >= 0, got {tol!r}.") from error
     if value.shape != () or not np.issubdtype(value.dtype, np.number):

@@ -124,7 +124,8 @@ def check_matching_tree(updates: Any, state_tree: Any) -> None:
     """The gradients must have the structure and shapes the state was built for."""
     updates_structure = jax.tree.structure(updates)
     state_structure = jax.tree.structure(state_tree)
-    if updates_structure != state_structure:
+    # jaxlib ships no stub for PyTreeDef, so mypy cannot type its comparison.
+    if updates_structure != state_structure:  # type: ignore[operator]
         raise ValueError(
             "The gradient tree does not match the optimizer state.\n"
             f"  gradients: {updates_structure}\n"

@@ -1,0 +1,93 @@
+"""Sphinx configuration for the aadam-optax documentation."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aadam_optax  # noqa: E402  (needs the path above when not installed)
+
+project = "aadam-optax"
+author = "aadam-optax contributors"
+copyright = "aadam-optax contributors"
+release = aadam_optax.__version__
+version = release
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build"]
+
+# The pages include README.md sections and benchmarks/results/*.md, written
+# for GitHub: their headings start at whatever level suits their own file, and
+# their links to repository files (scripts, CSVs, other sections) have no page
+# here, so they render as plain text instead of failing the build.
+suppress_warnings = ["myst.header", "myst.xref_missing"]
+myst_heading_anchors = 3
+
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"
+# Keep the names users know instead of expanding the unions behind them.
+autodoc_type_aliases = {
+    name: name
+    for name in (
+        "jax.typing.ArrayLike",
+        "optax.Params",
+        "optax.Updates",
+        "optax.ScalarOrSchedule",
+    )
+} | {"Variant": "aadam_optax.Variant"}
+autodoc_member_order = "bysource"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+html_theme = "furo"
+html_title = f"aadam-optax {release}"
+
+
+def _drop_inherited_data_docstrings(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """Keep `VARIANTS` from showing the docstring of `tuple`."""
+    if what == "data" and obj.__doc__ == type(obj).__doc__:
+        lines.clear()
+
+
+def _write_results_pages() -> None:
+    """One page per `benchmarks/results/*.md`, its plots shown below it.
+
+    The pages are generated, not committed, so that a results file added or
+    renamed by a benchmark run appears here without editing the docs.
+    """
+    results = ROOT / "benchmarks" / "results"
+    pages = Path(__file__).resolve().parent / "results"
+    pages.mkdir(exist_ok=True)
+    for stale in pages.glob("*.md"):
+        stale.unlink()
+    for source in sorted(results.glob("*.md")):
+        text = source.read_text(encoding="utf-8")
+        page = [
+            f"```{{include}} ../../benchmarks/results/{source.name}",
+            ":relative-images:",
+            "```",
+        ]
+        for plot in sorted(results.glob(f"{source.stem}*.png")):
+            if plot.name not in text:
+                page += ["", f"![{plot.stem}](../../benchmarks/results/{plot.name})"]
+        (pages / source.name).write_text("\n".join(page) + "\n", encoding="utf-8")
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("autodoc-process-docstring", _drop_inherited_data_docstrings)
+    _write_results_pages()
