@@ -499,8 +499,9 @@ def dispatch_rows(
 
 
 def fusion_rows(args: argparse.Namespace, size: int) -> list[dict[str, Any]]:
-    """The isolated update of adam and aadam in fresh processes, without and
-    with XLA:CPU's multi-output fusion (XLA reads its flags once, at start)."""
+    """The one-leaf isolated update of adam and aadam in fresh processes,
+    without and with XLA:CPU's multi-output fusion (XLA reads its flags once,
+    at start)."""
     rows = []
     for flags in ("", MULTI_OUTPUT_FUSION):
         with tempfile.TemporaryDirectory() as out:
@@ -509,7 +510,7 @@ def fusion_rows(args: argparse.Namespace, size: int) -> list[dict[str, Any]]:
                 __file__,
                 "--only-isolated",
                 f"--sizes={size}",
-                "--layouts=one,many",
+                "--layouts=one",
                 "--dtypes=float32",
                 f"--optimizers=adam,{AADAM}",
                 f"--repeats={args.repeats}",
@@ -573,6 +574,13 @@ def spread(row: dict[str, Any], key: str, digits: int) -> str:
         f"{float(row[key]):.{digits}f} "
         f"[{float(row[low]):.{digits}f}-{float(row[high]):.{digits}f}]"
     )
+
+
+def hlo_cell(value: Any) -> str:
+    """An HLO fact, or "-" where the case's HLO was not read."""
+    if value == "":
+        return "-"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 def goal_line(what: str, ratio: float, goal: float) -> str:
@@ -698,8 +706,8 @@ def write_markdown(
         lines += [
             f"| {r['case']} | {r['optimizer']} | {spread(r, 'median_ms', 2)} "
             f"| {spread(r, 'ratio_to_adam', 2)} | {r['min_bytes_per_param']:.1f} "
-            f"| {r['xla_bytes_per_param']:.1f} | {r['floor_fraction']:.2f} "
-            f"| {r['large_copies']} | {r['fusions']} |"
+            f"| {hlo_cell(r['xla_bytes_per_param'])} | {r['floor_fraction']:.2f} "
+            f"| {hlo_cell(r['large_copies'])} | {hlo_cell(r['fusions'])} |"
             for r in pick(isolated, size=largest)
         ]
         names = list(dict.fromkeys(r["optimizer"] for r in isolated))
@@ -714,7 +722,10 @@ def write_markdown(
             cells = {r["optimizer"]: r for r in pick(isolated, case=case, size=size)}
             lines.append(
                 f"| {case} | {size:.0e} | "
-                + " | ".join(f"{cells[n]['ratio_to_adam']:.2f}" for n in names)
+                + " | ".join(
+                    f"{cells[n]['ratio_to_adam']:.2f}" if n in cells else "-"
+                    for n in names
+                )
                 + " |"
             )
     if fusion:
@@ -833,7 +844,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--many-sizes",
         type=sizes,
         help="sizes for the many-leaf layout (default: the largest size), timed "
-        "in the first of --dtypes only, since compiling 200 leaves is slow",
+        "in the first of --dtypes and for --step-optimizers only, since "
+        "compiling 200 leaves is slow",
     )
     parser.add_argument(
         "--optimizers",
@@ -843,7 +855,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--step-optimizers",
         default=f"adam,{AADAM}",
-        help="optimizers of the whole-step and dispatch measurements (adam first)",
+        help="optimizers of the whole-step, many-leaf and dispatch measurements "
+        "(adam first)",
     )
     parser.add_argument(
         "--models",
@@ -915,7 +928,8 @@ def main(argv: list[str] | None = None) -> None:
     largest = max(args.sizes)
     cases = [Case("one", dtype, size) for dtype in dtypes for size in args.sizes]
     if "many" in args.layouts.split(","):
-        # Compiling 200 leaves per optimizer is slow: the first dtype only.
+        # Compiling 200 leaves per optimizer is slow: the first dtype and the
+        # --step-optimizers only.
         cases += [Case("many", dtypes[0], size) for size in args.many_sizes]
     models = {
         name: digits_mlp() if name == "digits_mlp" else workload_model(name)
@@ -939,7 +953,15 @@ def main(argv: list[str] | None = None) -> None:
     jobs += [
         (
             f"{c.layout} {c.dtype} {c.size:.0e}",
-            partial(time_isolated_case, c, opts, args, c.size == largest),
+            partial(
+                time_isolated_case,
+                c,
+                opts if c.layout == "one" else step_opts,
+                args,
+                # XLA compiles 200 leaves slowly: a second compile only to
+                # read one step's HLO is spent on the one-leaf layout alone.
+                c.size == largest and c.layout == "one",
+            ),
         )
         for c in cases
     ]
