@@ -7,7 +7,7 @@ scikit-learn: nothing is downloaded.
 
 Each epoch is one compiled call (a `lax.scan` over its batches), and the
 optimizers take turns epoch by epoch, so `ms/step` is the training step's cost
-and `vs ref` compares optimizers measured side by side.
+and `vs adam` (or `vs` the --reference) compares steps measured side by side.
 
     python examples/train_digits.py                      # MLP, aadam vs adam
     python examples/train_digits.py --model cnn --epochs 10
