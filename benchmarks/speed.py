@@ -817,7 +817,8 @@ def plot(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
             np.arange(len(cases)) + j * width, medians, width, yerr=errors, label=name
         )
     right.axhline(WHOLE_STEP_GOAL, color="k", linestyle="--", linewidth=0.8)
-    right.set_xticks(np.arange(len(cases)) + 0.4 - width / 2, cases, fontsize=7)
+    labels = [case.replace(" (", "\n(") for case in cases]
+    right.set_xticks(np.arange(len(cases)) + 0.4 - width / 2, labels, fontsize=7)
     right.set_ylabel("step time / optax.adam step time")
     right.set_title("whole training step (median, IQR)")
     if whole:
