@@ -1,11 +1,11 @@
 """AAdam (Accelerated Adam) and its Adam-family relatives as Optax optimizers."""
 
 from aadam_optax._aadam import ScaleByAAdamState, aadam, aadamw, scale_by_aadam
-from aadam_optax._aadamax import aadamax, scale_by_aadamax
+from aadam_optax._aadamax import ScaleByAAdaMaxState, aadamax, scale_by_aadamax
 from aadam_optax._aamsgrad import ScaleByAAMSGradState, aamsgrad, scale_by_aamsgrad
-from aadam_optax._acceleration import AccelerateState, Variant, accelerate
+from aadam_optax._acceleration import AccelerateState, accelerate
 from aadam_optax._minimize import MinimizeInfo, minimize
-from aadam_optax._validation import VARIANTS
+from aadam_optax._validation import VARIANTS, Variant
 
 __version__ = "0.1.0"
 
@@ -14,6 +14,7 @@ __all__ = [
     "AccelerateState",
     "MinimizeInfo",
     "ScaleByAAMSGradState",
+    "ScaleByAAdaMaxState",
     "ScaleByAAdamState",
     "Variant",
     "aadam",

@@ -9,17 +9,17 @@ import jax.numpy as jnp
 import optax
 
 from aadam_optax import _directions, _validation
-from aadam_optax._acceleration import Variant, accelerated_step, init_acceleration
+from aadam_optax._acceleration import accelerated_step, init_acceleration, zeros_like
+from aadam_optax._validation import Variant
 
 
 class ScaleByAAdamState(NamedTuple):
-    """State of `scale_by_aadam` (and of `scale_by_aadamax`).
+    """State of `scale_by_aadam`.
 
     Attributes:
       count: the number of steps taken, int32.
       mu: `m_n`, the decaying average of gradients.
-      nu: `v_n`, the decaying average of squared gradients (for AAdaMax, of their
-        infinity norm).
+      nu: `v_n`, the decaying average of squared gradients.
       prev_update: `u_{n-1}`, the previous direction before the learning rate.
       prev_grad_sign: `sign(g_{n-1})` as int8 (-1, 0, +1); 0 before the first
         step. Complex params keep both parts' signs packed as `re + 3 * im`.
@@ -30,73 +30,6 @@ class ScaleByAAdamState(NamedTuple):
     nu: optax.Updates
     prev_update: optax.Updates
     prev_grad_sign: optax.Updates
-
-
-def check_adam_arguments(
-    b1: Any,
-    b2: Any,
-    eps: Any,
-    eps_root: Any,
-    variant: Any,
-    mu_dtype: Any,
-    prev_update_dtype: Any,
-) -> None:
-    """The checks every accelerated Adam-family transformation shares."""
-    _validation.check_decay_rate("b1", b1)
-    _validation.check_decay_rate("b2", b2)
-    _validation.check_non_negative("eps", eps)
-    _validation.check_non_negative("eps_root", eps_root)
-    _validation.check_variant(variant)
-    _validation.check_float_dtype("mu_dtype", mu_dtype)
-    _validation.check_float_dtype("prev_update_dtype", prev_update_dtype)
-
-
-def init_state(
-    state_type: type[NamedTuple],
-    params: optax.Params,
-    mu_dtype: Any,
-    prev_update_dtype: Any,
-    **extra_moments: Any,
-) -> Any:
-    """The initial state of an accelerated Adam-family transformation.
-
-    Zero moments (`mu` optionally in `mu_dtype`), zero `prev_update` and signs,
-    `count = 0`, and any `extra_moments` given (AMSGrad's `nu_max`).
-    """
-    prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
-    return state_type(
-        count=jnp.zeros([], jnp.int32),
-        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-        nu=optax.tree.zeros_like(params),
-        prev_update=prev_update,
-        prev_grad_sign=prev_grad_sign,
-        **extra_moments,
-    )
-
-
-def accelerate_and_store(
-    directions: Any,
-    grads: Any,
-    state: Any,
-    b1: Any,
-    variant: str,
-    **new_fields: Any,
-) -> tuple[optax.Updates, Any]:
-    """Accelerates `directions` and returns the updates and the next state.
-
-    `new_fields` (count and the moments) replace the state's fields, cast back
-    to the dtypes they had, so the state's dtypes never change across steps.
-    """
-    updates, prev_update, prev_grad_sign = accelerated_step(
-        directions, grads, state.prev_update, state.prev_grad_sign, b1, variant
-    )
-    stored = {
-        name: optax.tree.cast_like(value, getattr(state, name))
-        for name, value in new_fields.items()
-    }
-    return updates, state._replace(
-        prev_update=prev_update, prev_grad_sign=prev_grad_sign, **stored
-    )
 
 
 def scale_by_aadam(
@@ -129,12 +62,41 @@ def scale_by_aadam(
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` with state
       :class:`ScaleByAAdamState`.
+
+    References:
+      Tato and Nkambou, *Improving Adam Optimizer*, ICLR 2018 Workshop.
+
+      Kingma and Ba, *Adam: A Method for Stochastic Optimization*,
+      arXiv:1412.6980, 2014.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import optax
+      >>> from aadam_optax import scale_by_aadam
+      >>> solver = optax.chain(
+      ...     optax.clip_by_global_norm(1.0),
+      ...     scale_by_aadam(),
+      ...     optax.scale_by_learning_rate(0.1),
+      ... )
+      >>> state = solver.init(jnp.zeros(2))
+      >>> updates, state = solver.update(jnp.array([3.0, -0.5]), state)
+      >>> print(updates.round(4))  # first step: -lr * b1 * sign(g)
+      [-0.09  0.09]
     """
-    check_adam_arguments(b1, b2, eps, eps_root, variant, mu_dtype, prev_update_dtype)
+    _validation.check_adam_family(
+        b1, b2, eps, eps_root, variant, mu_dtype, prev_update_dtype
+    )
     _validation.check_bool("bias_correction", bias_correction)
 
     def init_fn(params: optax.Params) -> ScaleByAAdamState:
-        return init_state(ScaleByAAdamState, params, mu_dtype, prev_update_dtype)
+        prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
+        return ScaleByAAdamState(
+            count=jnp.zeros([], jnp.int32),
+            mu=zeros_like(params, mu_dtype),
+            nu=optax.tree.zeros_like(params),
+            prev_update=prev_update,
+            prev_grad_sign=prev_grad_sign,
+        )
 
     def update_fn(
         updates: optax.Updates,
@@ -155,8 +117,16 @@ def scale_by_aadam(
                 eps_root,
             ),
         )
-        return accelerate_and_store(
-            directions, updates, state, b1, variant, count=count, mu=mu, nu=nu
+        updates, prev_update, prev_grad_sign = accelerated_step(
+            directions, updates, state.prev_update, state.prev_grad_sign, b1, variant
+        )
+        # The moments are stored in the dtypes they were initialised with.
+        return updates, ScaleByAAdamState(
+            count=count,
+            mu=optax.tree.cast_like(mu, state.mu),
+            nu=optax.tree.cast_like(nu, state.nu),
+            prev_update=prev_update,
+            prev_grad_sign=prev_grad_sign,
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

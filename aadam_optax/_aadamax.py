@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from aadam_optax import _directions, _validation
-from aadam_optax._aadam import (
-    ScaleByAAdamState,
-    accelerate_and_store,
-    check_adam_arguments,
-    init_state,
-)
-from aadam_optax._acceleration import Variant
+from aadam_optax._acceleration import accelerated_step, init_acceleration, zeros_like
+from aadam_optax._validation import Variant
+
+
+class ScaleByAAdaMaxState(NamedTuple):
+    """State of `scale_by_aadamax`.
+
+    Attributes:
+      count: the number of steps taken, int32.
+      mu: `m_n`, the decaying average of gradients.
+      nu: `v_n = max(b2 v_{n-1}, |g_n|)`, the decaying infinity norm of the
+        gradients.
+      prev_update: `u_{n-1}`, the previous direction before the learning rate.
+      prev_grad_sign: `sign(g_{n-1})` as int8 (-1, 0, +1); 0 before the first
+        step. Complex params keep both parts' signs packed as `re + 3 * im`.
+    """
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    prev_update: optax.Updates
+    prev_grad_sign: optax.Updates
 
 
 def scale_by_aadamax(
@@ -39,19 +54,45 @@ def scale_by_aadamax(
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` with state
-      :class:`aadam_optax.ScaleByAAdamState` (`nu` holds the infinity norm).
-    """
-    check_adam_arguments(b1, b2, eps, 0.0, variant, mu_dtype, prev_update_dtype)
+      :class:`ScaleByAAdaMaxState`.
 
-    def init_fn(params: optax.Params) -> ScaleByAAdamState:
-        return init_state(ScaleByAAdamState, params, mu_dtype, prev_update_dtype)
+    References:
+      Kingma and Ba, *Adam: A Method for Stochastic Optimization*, section 7,
+      arXiv:1412.6980, 2014.
+
+      Tato and Nkambou, *Improving Adam Optimizer*, ICLR 2018 Workshop.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from aadam_optax import scale_by_aadamax
+      >>> transform = scale_by_aadamax(b1=0.9, b2=0.99)
+      >>> state = transform.init(jnp.zeros(2))
+      >>> direction, state = transform.update(jnp.array([4.0, -0.5]), state)
+      >>> print(direction.round(4))  # first direction: b1 * g / |g|
+      [ 0.9 -0.9]
+      >>> print(state.nu)  # the infinity norm max(b2 * 0, |g|)
+      [4.  0.5]
+    """
+    _validation.check_adam_family(
+        b1, b2, eps, 0.0, variant, mu_dtype, prev_update_dtype
+    )
+
+    def init_fn(params: optax.Params) -> ScaleByAAdaMaxState:
+        prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
+        return ScaleByAAdaMaxState(
+            count=jnp.zeros([], jnp.int32),
+            mu=zeros_like(params, mu_dtype),
+            nu=optax.tree.zeros_like(params),
+            prev_update=prev_update,
+            prev_grad_sign=prev_grad_sign,
+        )
 
     def update_fn(
         updates: optax.Updates,
-        state: ScaleByAAdamState,
+        state: ScaleByAAdaMaxState,
         params: optax.Params | None = None,
         **extra_args: Any,
-    ) -> tuple[optax.Updates, ScaleByAAdamState]:
+    ) -> tuple[optax.Updates, ScaleByAAdaMaxState]:
         del params, extra_args
         _validation.check_matching_tree(updates, state.mu)
         count = optax.safe_increment(state.count)
@@ -63,8 +104,16 @@ def scale_by_aadamax(
             _directions.bias_corrected(mu, b1, count, True),
             jax.tree.map(lambda v: v + eps, nu),
         )
-        return accelerate_and_store(
-            directions, updates, state, b1, variant, count=count, mu=mu, nu=nu
+        updates, prev_update, prev_grad_sign = accelerated_step(
+            directions, updates, state.prev_update, state.prev_grad_sign, b1, variant
+        )
+        # The moments are stored in the dtypes they were initialised with.
+        return updates, ScaleByAAdaMaxState(
+            count=count,
+            mu=optax.tree.cast_like(mu, state.mu),
+            nu=optax.tree.cast_like(nu, state.nu),
+            prev_update=prev_update,
+            prev_grad_sign=prev_grad_sign,
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

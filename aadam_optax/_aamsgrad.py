@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from aadam_optax import _directions, _validation
-from aadam_optax._aadam import accelerate_and_store, check_adam_arguments, init_state
-from aadam_optax._acceleration import Variant
+from aadam_optax._acceleration import accelerated_step, init_acceleration, zeros_like
+from aadam_optax._validation import Variant
 
 
 class ScaleByAAMSGradState(NamedTuple):
@@ -57,16 +57,37 @@ def scale_by_aamsgrad(
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` with state
       :class:`ScaleByAAMSGradState`.
+
+    References:
+      Reddi, Kale and Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018.
+
+      Tato and Nkambou, *Improving Adam Optimizer*, ICLR 2018 Workshop.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from aadam_optax import scale_by_aamsgrad
+      >>> transform = scale_by_aamsgrad()
+      >>> state = transform.init(jnp.zeros(1))
+      >>> for grad in (10.0, 1.0):
+      ...     direction, state = transform.update(jnp.array([grad]), state)
+      >>> # The bias-corrected second moment fell from 100 to about 50; the
+      >>> # denominator keeps its largest value.
+      >>> print(state.nu_max.round(2))
+      [100.]
     """
-    check_adam_arguments(b1, b2, eps, eps_root, variant, mu_dtype, prev_update_dtype)
+    _validation.check_adam_family(
+        b1, b2, eps, eps_root, variant, mu_dtype, prev_update_dtype
+    )
 
     def init_fn(params: optax.Params) -> ScaleByAAMSGradState:
-        return init_state(
-            ScaleByAAMSGradState,
-            params,
-            mu_dtype,
-            prev_update_dtype,
+        prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
+        return ScaleByAAMSGradState(
+            count=jnp.zeros([], jnp.int32),
+            mu=zeros_like(params, mu_dtype),
+            nu=optax.tree.zeros_like(params),
             nu_max=optax.tree.zeros_like(params),
+            prev_update=prev_update,
+            prev_grad_sign=prev_grad_sign,
         )
 
     def update_fn(
@@ -87,16 +108,17 @@ def scale_by_aamsgrad(
             _directions.bias_corrected(mu, b1, count, True),
             _directions.root_denominator(nu_max, eps, eps_root),
         )
-        return accelerate_and_store(
-            directions,
-            updates,
-            state,
-            b1,
-            variant,
+        updates, prev_update, prev_grad_sign = accelerated_step(
+            directions, updates, state.prev_update, state.prev_grad_sign, b1, variant
+        )
+        # The moments are stored in the dtypes they were initialised with.
+        return updates, ScaleByAAMSGradState(
             count=count,
-            mu=mu,
-            nu=nu,
-            nu_max=nu_max,
+            mu=optax.tree.cast_like(mu, state.mu),
+            nu=optax.tree.cast_like(nu, state.nu),
+            nu_max=optax.tree.cast_like(nu_max, state.nu_max),
+            prev_update=prev_update,
+            prev_grad_sign=prev_grad_sign,
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

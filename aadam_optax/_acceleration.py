@@ -6,15 +6,14 @@ Every accelerated optimizer in this package (AAdam, AAdaMax, AAMSGrad and
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from aadam_optax import _validation
-
-Variant = Literal["sign_change", "sign", "magnitude"]
+from aadam_optax._validation import VARIANTS, Variant
 
 SIGN_DTYPE = jnp.int8
 
@@ -40,13 +39,15 @@ def _rule(
         # The text's final rule: +d where the gradient kept its sign, -d where it
         # flipped.
         memory = grad_sign * prev_grad_sign * prev_update
-    else:
-        # "magnitude": the previous step's size is added to, or taken from, the
-        # size of the current step, along the current direction (the text: "the
-        # value d is actually added or subtracted from the current update step
-        # size"), whatever the sign of the previous step.
+    elif variant == "magnitude":
+        # The previous step's size is added to, or taken from, the size of the
+        # current step, along the current direction (the text: "the value d is
+        # actually added or subtracted from the current update step size"),
+        # whatever the sign of the previous step.
         agreement = grad_sign * prev_grad_sign
         memory = agreement * jnp.abs(prev_update) * jnp.sign(direction)
+    else:
+        raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}.")
     return b1 * direction + (1 - b1) * memory
 
 
@@ -60,13 +61,6 @@ def _unpack_complex_signs(packed: jax.Array) -> tuple[jax.Array, jax.Array]:
     return real, (packed - real) // 3
 
 
-def _explicitly_sharded(array: jax.Array) -> bool:
-    """Whether `array` carries an explicit-mesh sharding (where slicing one
-    element out of a sharded dimension is an error)."""
-    spec = getattr(getattr(jax.typeof(array), "sharding", None), "spec", None)
-    return spec is not None and any(axis is not None for axis in spec)
-
-
 def _sign_after(grad: jax.Array, update: jax.Array) -> jax.Array:
     """`sign(grad)` as int8, computed only once `update` exists.
 
@@ -75,15 +69,15 @@ def _sign_after(grad: jax.Array, update: jax.Array) -> jax.Array:
     XLA may compute the new signs first and then protects the old ones with two
     full copies (20 MB of temporaries per 1e7 params on CPU, paid in page
     faults on every step). Adding an exact zero derived from one element of
-    `update` orders the two at the cost of one scalar. Only on CPU: there XLA
-    fuses no sibling loops, while on GPU the extra ordering would keep the
-    sign out of the multi-output fusion that computes `update`.
+    `update` orders the two at the cost of one scalar, so the numbers are the
+    same with or without it.
+
+    Only where every array lives on one CPU device: there XLA fuses no sibling
+    loops. On GPU the ordering would keep the sign out of the multi-output
+    fusion that computes `update`, and with several devices reading one element
+    of a sharded array makes the compiler gather it, a collective on every step.
     """
-    if (
-        update.size == 0
-        or jax.default_backend() != "cpu"
-        or _explicitly_sharded(update)
-    ):
+    if update.size == 0 or jax.default_backend() != "cpu" or jax.device_count() > 1:
         return jnp.sign(grad).astype(SIGN_DTYPE)
     first = update.reshape(-1)[0]
     # min(|x|, 0) is 0 for every x but NaN, which the where catches: the zero is
@@ -177,18 +171,26 @@ def accelerated_step(
     )
 
 
+def zeros_like(params: Any, dtype: Any = None) -> Any:
+    """Zeros shaped like `params`, in `dtype` (`None`: the params' dtypes).
+
+    A real `dtype` becomes its complex counterpart for complex params: stored
+    in a real dtype, a complex value would lose its imaginary part.
+    """
+
+    def zeros(param: jax.Array) -> jax.Array:
+        leaf_dtype = dtype
+        if leaf_dtype is not None and jnp.iscomplexobj(param):
+            leaf_dtype = jnp.promote_types(leaf_dtype, jnp.complex64)
+        return jnp.zeros_like(param, dtype=leaf_dtype)
+
+    return jax.tree.map(zeros, params)
+
+
 def init_acceleration(params: Any, prev_update_dtype: Any = None) -> tuple[Any, Any]:
     """Zero `prev_update` (u_0 = 0) and zero signs (sign(g_0) := 0)."""
     _validation.check_params(params)
-
-    def zeros(param: jax.Array) -> jax.Array:
-        dtype = prev_update_dtype
-        if dtype is not None and jnp.iscomplexobj(param):
-            # A real storage dtype would drop the imaginary part of the memory.
-            dtype = jnp.promote_types(dtype, jnp.complex64)
-        return jnp.zeros_like(param, dtype=dtype)
-
-    prev_update = jax.tree.map(zeros, params)
+    prev_update = zeros_like(params, prev_update_dtype)
     prev_grad_sign = optax.tree.zeros_like(params, dtype=SIGN_DTYPE)
     return prev_update, prev_grad_sign
 
@@ -232,12 +234,15 @@ def accelerate(
 
     `optax.chain(accelerate(optax.scale_by_adam(b1=b1), b1=b1),
     optax.scale_by_learning_rate(lr))` is `aadam_optax.aadam(lr, b1=b1)` to
-    rounding.
+    rounding, with one exception: at `eps = eps_root = 0`, for a component
+    whose gradients have all been zero, `optax.scale_by_adam` divides 0 by 0
+    and returns NaN, which then stays in `prev_update`; `aadam` defines that
+    direction as 0.
 
     Args:
       inner: the transformation whose direction is accelerated (for example
         `optax.scale_by_adam()`, `optax.trace(0.9)`, `optax.scale_by_lion()`).
-      b1: weight of the current direction, in [0, 1); `1 - b1` weighs the memory.
+      b1: weight of the current direction, in (0, 1); `1 - b1` weighs the memory.
       variant: how the gradient's sign drives the memory: ``"sign_change"``
         (default), ``"sign"`` or ``"magnitude"``.
       prev_update_dtype: dtype in which `prev_update` is stored; `None` keeps
@@ -264,7 +269,7 @@ def accelerate(
       [-0.09  0.09]
     """
     _validation.check_transformation("inner", inner, "optax.scale_by_adam()")
-    _validation.check_decay_rate("b1", b1)
+    _validation.check_acceleration_weight(b1)
     _validation.check_variant(variant)
     _validation.check_float_dtype("prev_update_dtype", prev_update_dtype)
     inner = optax.with_extra_args_support(inner)

@@ -100,7 +100,7 @@ def minimize(
     Examples:
       >>> import jax.numpy as jnp
       >>> import optax
-      >>> from aadam_optax._minimize import minimize
+      >>> from aadam_optax import minimize
       >>> def f(x):
       ...     return jnp.sum((x - 3.0) ** 2)
       >>> params, state, info = minimize(

@@ -9,13 +9,16 @@ optimizer with them inside `jax.jit`, where no Python branch may depend on them.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-VARIANTS = ("sign_change", "sign", "magnitude")
+# How the gradient's sign drives AAdam's memory of past updates; the rule in
+# `_acceleration` gives each its meaning.
+Variant = Literal["sign_change", "sign", "magnitude"]
+VARIANTS: tuple[str, ...] = get_args(Variant)
 
 
 def _concrete_number(name: str, value: Any) -> float | None:
@@ -38,6 +41,17 @@ def check_decay_rate(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
 
 
+def check_acceleration_weight(value: Any) -> None:
+    """`b1` weighs the current direction in `u_n = b1 a_n + (1 - b1) c_n u_{n-1}`:
+    it must lie in (0, 1), since from `u_0 = 0` a zero weight keeps `u_n = 0`."""
+    number = _concrete_number("b1", value)
+    if number is not None and not 0.0 < number < 1.0:
+        raise ValueError(
+            f"b1 must be in (0, 1), got {value!r}: it weighs the current direction "
+            "in the accelerated update, which stays zero forever at b1 = 0."
+        )
+
+
 def check_non_negative(name: str, value: Any) -> None:
     """`eps`, `eps_root` and `weight_decay` must be finite and >= 0."""
     number = _concrete_number(name, value)
@@ -54,7 +68,7 @@ def check_learning_rate(value: Any) -> None:
 
 def check_variant(variant: Any) -> None:
     if not isinstance(variant, str) or variant not in VARIANTS:
-        allowed = ", ".join(repr(v) for v in VARIANTS)
+        allowed = ", ".join(repr(name) for name in VARIANTS)
         raise ValueError(f"variant must be one of {allowed}; got {variant!r}.")
 
 
@@ -129,3 +143,22 @@ def check_matching_tree(updates: Any, state_tree: Any) -> None:
                 f"{jnp.shape(update)}, but the optimizer state was initialised "
                 f"for shape {jnp.shape(moment)}."
             )
+
+
+def check_adam_family(
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    eps_root: Any,
+    variant: Any,
+    mu_dtype: Any,
+    prev_update_dtype: Any,
+) -> None:
+    """The arguments every accelerated Adam-family transformation shares."""
+    check_acceleration_weight(b1)
+    check_decay_rate("b2", b2)
+    check_non_negative("eps", eps)
+    check_non_negative("eps_root", eps_root)
+    check_variant(variant)
+    check_float_dtype("mu_dtype", mu_dtype)
+    check_float_dtype("prev_update_dtype", prev_update_dtype)

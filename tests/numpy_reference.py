@@ -24,9 +24,11 @@ from typing import Literal
 
 import numpy as np
 
+# The variants' names are the package's (its public `Variant` type); what each
+# name means is written out again below, from the equations.
+from aadam_optax import Variant
+
 Family = Literal["adam", "adamax", "amsgrad"]
-Variant = Literal["sign_change", "sign", "magnitude"]
-VARIANTS: tuple[Variant, ...] = ("sign_change", "sign", "magnitude")
 LearningRate = float | np.ndarray | Callable[[int], "float | np.ndarray"]
 
 
@@ -283,7 +285,7 @@ def _literal_step(
         d = (1.0 - b1) * grad_sign * prev_grad_sign * prev_step
     elif variant == "sign":
         d = (1.0 - b1) * grad_sign * prev_step
-    else:
+    elif variant == "magnitude":
         d = (
             (1.0 - b1)
             * grad_sign
@@ -291,4 +293,6 @@ def _literal_step(
             * np.abs(prev_step)
             * np.sign(adam_step)
         )
+    else:
+        raise ValueError(f"unknown variant {variant!r}")
     return b1 * adam_step + d

@@ -207,20 +207,21 @@ def test_complex_params_are_accelerated_as_two_reals(variant: str) -> None:
     )
 
 
-def test_complex_params_keep_a_complex_memory_with_a_real_prev_update_dtype():
+@pytest.mark.parametrize("field", ["mu", "prev_update"])
+def test_complex_params_keep_complex_state_with_a_real_state_dtype(field: str):
     # A real storage dtype is promoted to its complex counterpart: dropping the
-    # imaginary part of u_{n-1} would silently change the rule.
+    # imaginary part of m_n or u_{n-1} would silently change the rule.
     params = jnp.array([1.0 + 2.0j, -0.5 + 0.25j], jnp.complex64)
     default = aadam_optax.aadam(0.1)
-    asked_real = aadam_optax.aadam(0.1, prev_update_dtype=jnp.float32)
+    asked_real = aadam_optax.aadam(0.1, **{f"{field}_dtype": jnp.float32})
     state_default, state_real = default.init(params), asked_real.init(params)
-    assert state_real[0].prev_update.dtype == jnp.complex64
+    assert getattr(state_real[0], field).dtype == jnp.complex64
     grads = [params, params * 0.5, -params, params * (1 + 1j)]
     for grad in grads:
         expected, state_default = default.update(grad, state_default)
         got, state_real = asked_real.update(grad, state_real)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
-    assert np.any(np.imag(np.asarray(state_real[0].prev_update)) != 0)
+    assert np.any(np.imag(np.asarray(getattr(state_real[0], field))) != 0)
 
 
 @pytest.mark.parametrize("variant", aadam_optax.VARIANTS)

@@ -7,12 +7,14 @@ kernels across examples (shapes come from a small pool for that reason).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpy_reference as ref
+import optax
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -100,8 +102,11 @@ def check_state(state: Any, initial: Any) -> None:
 
 hyperparameters = st.fixed_dictionaries(
     {
-        "b1": st.floats(0.0, 0.999),
-        "b2": st.floats(0.0, 0.999),
+        # b1 = 0 is rejected. Below 1e-3 a decay rate only reaches the
+        # subnormals, which XLA:CPU flushes to zero and NumPy keeps, or makes v
+        # underflow to 0 under a nonzero m; b2 = 0 keeps that case, on purpose.
+        "b1": st.floats(1e-3, 0.999),
+        "b2": st.one_of(st.just(0.0), st.floats(1e-3, 0.999)),
         "eps": st.sampled_from([0.0, 1e-8, 1e-3]),
         "eps_root": st.sampled_from([0.0, 1e-10, 1e-4]),
     }
@@ -210,3 +215,95 @@ def test_ten_thousand_steps_match_reference() -> None:
     )
     assert int(state[0].count) == steps
     np.testing.assert_allclose(state[0].mu, history.state.mu, rtol=1e-10, atol=1e-15)
+
+
+# --- the steady state: AAdam takes its base direction's step ----------------
+#
+# With a constant direction `a` and gradients of constant sign, `c_n = 1` from
+# step 2 on (`c_1 = 0`), so `u_1 = b1 a` and `u_n - a = (1 - b1)(u_{n-1} - a)`:
+# `u_n - a = (1 - b1)^(n - 1) (b1 - 1) a`, i.e. `|u_n - a| = (1 - b1)^n |a|` for
+# every n >= 1, and `u_n -> a`. ("sign" has `c_n = sign(g_n)`, which is 1 only
+# for positive gradients.)
+
+CONSTANT_STEPS = 30
+
+
+@functools.partial(jax.jit, static_argnames="variant")
+def accelerated_constant_direction(
+    b1: jax.Array, grad: jax.Array, variant: str
+) -> jax.Array:
+    """`u_1 .. u_N` of `accelerate(identity)`: the direction is the gradient."""
+    transform = aadam_optax.accelerate(optax.identity(), b1, variant=variant)
+
+    def body(state: Any, _: None) -> tuple[Any, jax.Array]:
+        direction, state = transform.update(grad, state)
+        return state, direction
+
+    return jax.lax.scan(body, transform.init(grad), length=CONSTANT_STEPS)[1]
+
+
+@jax.jit
+def aadam_and_adam_directions(
+    b1: jax.Array, b2: jax.Array, grad: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """`u_n` of scale_by_aadam and `a_n` of optax.scale_by_adam, constant `grad`."""
+    transforms = (
+        aadam_optax.scale_by_aadam(b1, b2),
+        optax.scale_by_adam(b1, b2),
+    )
+
+    def directions(transform: Any) -> jax.Array:
+        def body(state: Any, _: None) -> tuple[Any, jax.Array]:
+            direction, state = transform.update(grad, state)
+            return state, direction
+
+        return jax.lax.scan(body, transform.init(grad), length=CONSTANT_STEPS)[1]
+
+    return directions(transforms[0]), directions(transforms[1])
+
+
+constant_gradients = st.lists(
+    st.floats(1e-3, 1e3).flatmap(lambda x: st.sampled_from([x, -x])),
+    min_size=4,
+    max_size=4,
+)
+
+
+@given(
+    b1=st.floats(0.01, 0.99),
+    grad=constant_gradients,
+    variant=st.sampled_from(aadam_optax.VARIANTS),
+)
+def test_constant_direction_converges_geometrically_to_itself(
+    b1: float, grad: list[float], variant: str
+) -> None:
+    grad = np.abs(grad) if variant == "sign" else np.asarray(grad)
+    with jax.enable_x64(True):
+        updates = np.asarray(
+            accelerated_constant_direction(jnp.float64(b1), jnp.asarray(grad), variant)
+        )
+    n = np.arange(1, CONSTANT_STEPS + 1)[:, None]
+    np.testing.assert_allclose(
+        np.abs(updates - grad),
+        (1 - b1) ** n * np.abs(grad),
+        rtol=1e-9,
+        atol=1e-14 * np.abs(grad).max(),
+    )
+    assert np.all(np.sign(updates) == np.sign(grad))
+
+
+@given(b1=st.floats(0.01, 0.99), b2=st.floats(0.5, 0.999), grad=constant_gradients)
+def test_aadam_takes_adams_step_in_steady_state(
+    b1: float, b2: float, grad: list[float]
+) -> None:
+    """Adam's direction for a constant gradient is constant (`g / (|g| + eps)`),
+    so AAdam's is Adam's up to a transient `(1 - b1)^n |a|`."""
+    with jax.enable_x64(True):
+        accelerated, adam = aadam_and_adam_directions(
+            jnp.float64(b1), jnp.float64(b2), jnp.asarray(grad)
+        )
+    accelerated, adam = np.asarray(accelerated), np.asarray(adam)
+    n = np.arange(1, CONSTANT_STEPS + 1)[:, None]
+    np.testing.assert_allclose(
+        np.abs(accelerated - adam), (1 - b1) ** n * np.abs(adam), rtol=1e-7, atol=1e-14
+    )

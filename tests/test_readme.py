@@ -5,18 +5,32 @@ import re
 import subprocess
 
 import jax.numpy as jnp
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
+# Every ```python block of the README, with the line it starts on.
+BLOCKS = [
+    (README.count("\n", 0, match.start()) + 1, match.group(1))
+    for match in re.finditer(r"```python\n(.*?)```", README, flags=re.DOTALL)
+]
+
+
 def test_usage_example_runs_and_converges():
-    python_blocks = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
-    assert python_blocks, "README.md has no python example"
     namespace: dict = {}
-    exec(python_blocks[0], namespace)  # noqa: S102 - the README's own example
+    exec(BLOCKS[0][1], namespace)  # noqa: S102 - the README's own example
     # The example minimises sum((w - 3)^2) from w = 0: it must end near 3.
     assert jnp.allclose(namespace["params"]["w"], 3.0, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "code", [code for _, code in BLOCKS[1:]], ids=[f"line-{n}" for n, _ in BLOCKS[1:]]
+)
+def test_every_other_python_block_runs(code: str):
+    """Each block runs on its own, as a reader would paste it."""
+    exec(code, {})  # noqa: S102 - the README's own examples
 
 
 def test_ci_runs_the_readme_test_command():

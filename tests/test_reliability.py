@@ -445,3 +445,29 @@ def test_zero_eps_gradients_that_are_or_become_zero_give_finite_steps(
     assert np.all(np.isfinite(params["w"]))
     assert np.all(updates[:10, :3] != 0)
     np.testing.assert_array_equal(updates[-1], 0.0)
+
+
+def test_zero_eps_updates_have_finite_derivatives() -> None:
+    """Meta-learning differentiates through the update. At a component whose
+    gradients have always been zero the update is 0 / 0 := 0; its derivative
+    must be 0, not NaN, and the other components' derivatives must be what
+    they are without it (the update is element-wise): the two leaves below
+    differ only by that component. AAdam's direction goes through both the
+    square root and the division that define 0 / 0 := 0."""
+    weights = {"with": jnp.array([1.0, 2.0, 3.0]), "without": jnp.array([1.0, 2.0])}
+
+    def loss(grads: Any, b1: jax.Array) -> jax.Array:
+        opt = optax.inject_hyperparams(ao.aadam)(0.1, b1=b1, eps=0.0)
+        state = opt.init(grads)
+        total = jnp.zeros(())
+        for step in range(3):
+            updates, state = opt.update(optax.tree.scale(step + 1.0, grads), state)
+            total = total + optax.tree.vdot(updates, weights)
+        return total
+
+    grads = {"with": jnp.array([0.5, -2.0, 0.0]), "without": jnp.array([0.5, -2.0])}
+    by_grads, by_b1 = jax.jit(jax.grad(loss, argnums=(0, 1)))(grads, jnp.array(0.8))
+    assert np.all(np.isfinite(by_grads["with"])), by_grads
+    assert np.isfinite(by_b1), by_b1
+    assert by_grads["with"][2] == 0.0
+    np.testing.assert_allclose(by_grads["with"][:2], by_grads["without"], rtol=1e-6)

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = textwrap.dedent(
     """
     import json
+    import re
 
     import jax
     import jax.numpy as jnp
@@ -292,6 +293,37 @@ SCRIPT = textwrap.dedent(
         "state_difference": max_difference(state, reference_state),
         "mu_spec": str(state[0].mu["w"].sharding.spec),
     }
+    # The compiled step of an element-wise optimizer needs no communication:
+    # every collective in AAdam's step that Adam's lacks is one the package
+    # added. A plain Mesh (Auto axes) lets the compiler choose, which is where
+    # such additions show.
+    COLLECTIVES = re.compile(
+        r"\\b(all-gather|all-reduce|reduce-scatter|all-to-all|collective-permute)"
+        r"(-start)?\\("
+    )
+
+    def collectives(opt, spec):
+        param = jax.device_put(
+            jnp.ones((512, 256), jnp.float32), NamedSharding(auto_mesh, spec)
+        )
+
+        def step(params, state, grads):
+            updates, state = opt.update(grads, state, params)
+            return optax.apply_updates(params, updates), state
+
+        compiled = jax.jit(step).lower(param, opt.init(param), param).compile()
+        return sorted(m.group(1) for m in COLLECTIVES.finditer(compiled.as_text()))
+
+    # Every variant and optimizer goes through the same acceleration code.
+    compared = {
+        "adam": lambda: optax.adam(0.05),
+        "aadam": OPTIMIZERS["aadam_sign_change"],
+    }
+    results["collectives"] = {
+        f"{name}/{spec}": collectives(make(), spec)
+        for name, make in compared.items()
+        for spec in (P("data", None), P("data", "model"))
+    }
     print("RESULTS" + json.dumps(results))
     """
 )
@@ -335,9 +367,9 @@ def test_multi_device_runs_match_single_device_runs() -> None:
             problems.append(message)
 
     named = results["named_sharding"]
-    # aadam (each variant), aadamw and aamsgrad are the brief; aadamax and
-    # accelerate(scale_by_adam) cover the other state layouts. On an Auto mesh
-    # one suffices: every state is built by the same code.
+    # aadam (each variant), aadamw and aamsgrad are the main optimizers;
+    # aadamax and accelerate(scale_by_adam) cover the other state layouts. On
+    # an Auto mesh one suffices: every state is built by the same code.
     expected_runs = {
         f"explicit/{name}"
         for name in (
@@ -385,5 +417,12 @@ def test_multi_device_runs_match_single_device_runs() -> None:
         difference = blocks[f"{what}_difference"]
         check(difference <= 1e-6, f"sharded-state shard_map: {what} by {difference}")
     check("batch" in blocks["mu_spec"], f"mu is not sharded: {blocks['mu_spec']}")
+
+    collectives = results["collectives"]
+    check(len(collectives) == 2 * 2, f"collective checks: {sorted(collectives)}")
+    for name, found in collectives.items():
+        spec = name.split("/", 1)[1]
+        extra = sorted(set(found) - set(collectives[f"adam/{spec}"]))
+        check(extra == [], f"{name}: collectives Adam's step lacks: {found}")
 
     assert problems == [], "\n".join(problems)
