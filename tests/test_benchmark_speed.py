@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+AADAM = "aadam[sign_change]"
+LEAVES = 5
 
 
 def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
@@ -13,32 +15,72 @@ def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
         sys.executable,
         str(ROOT / "benchmarks" / "speed.py"),
         "--quick",
-        "--layouts=one",
+        "--layouts=one,many",
         "--dtypes=float32",
-        "--sizes=1000,20000",
+        "--sizes=1000,5000",
+        f"--leaves={LEAVES}",
+        f"--optimizers=adam,{AADAM}",
+        "--models=digits_mlp",
         "--repeats=7",
+        "--sample-ms=2",
         f"--out={tmp_path}",
     ]
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
 
     with open(tmp_path / "speed.csv") as handle:
         rows = list(csv.DictReader(handle))
-    optimizers = {row["optimizer"] for row in rows}
-    assert {"adam", "adamw", "aadamw", "aadamax", "aamsgrad"} <= optimizers
-    assert {f"aadam[{v}]" for v in ("sign_change", "sign", "magnitude")} <= optimizers
-    assert {int(row["size"]) for row in rows} == {1000, 20000}
+    sections = {row["section"] for row in rows}
+    assert sections == {
+        "isolated update",
+        "whole step",
+        "dispatch",
+        "multi-output fusion",
+    }
     for row in rows:
-        assert float(row["median_ms"]) > 0
-        assert float(row["ratio_to_adam"]) > 0
-        assert 0 < float(row["floor_fraction"])
+        assert row["optimizer"] in ("adam", AADAM)
+        for low, mid, high in (
+            ("q25_ms", "median_ms", "q75_ms"),
+            ("ratio_q25", "ratio_to_adam", "ratio_q75"),
+        ):
+            assert float(row[low]) <= float(row[mid]) <= float(row[high])
+        if row["section"] != "dispatch":  # a difference of two times there
+            assert float(row["median_ms"]) > 0
         if row["optimizer"] == "adam":
+            # Each round's ratio is adam's time over itself.
             assert float(row["ratio_to_adam"]) == 1.0
+            assert float(row["ratio_q25"]) == float(row["ratio_q75"]) == 1.0
+
+    isolated = [r for r in rows if r["section"] == "isolated update"]
+    assert {(r["layout"], int(r["size"])) for r in isolated} == {
+        ("one", 1000),
+        ("one", 5000),
+        ("many", 5000),
+    }
+    for row in isolated:
+        assert 0 < float(row["floor_fraction"])
         # Minimal traffic from the dtypes alone: params and state read and
         # written, grads read. Adam's state is mu, nu (4 + 4 bytes); AAdam adds
         # prev_update (4) and the int8 sign (1).
-        expected = {"adam": 2 * 4 + 4 + 2 * 8, "aadam[sign_change]": 2 * 4 + 4 + 2 * 13}
-        if row["optimizer"] in expected:
-            assert float(row["min_bytes_per_param"]) == expected[row["optimizer"]]
+        expected = {"adam": 2 * 4 + 4 + 2 * 8, AADAM: 2 * 4 + 4 + 2 * 13}
+        assert float(row["min_bytes_per_param"]) == expected[row["optimizer"]]
+
+    whole = [r for r in rows if r["section"] == "whole step"]
+    assert len(whole) == 4  # in one compiled loop and one call per step
+    # The main job's MLP: 64*128 + 128 + 128*128 + 128 + 128*10 + 10 params.
+    assert {int(r["size"]) for r in whole} == {26_122}
+
+    dispatch = {r["optimizer"]: r for r in rows if r["section"] == "dispatch"}
+    # State leaves: the count, then mu and nu per leaf (Adam), plus
+    # prev_update and the sign per leaf (AAdam).
+    assert int(dispatch["adam"]["state_leaves"]) == 1 + 2 * LEAVES
+    assert int(dispatch[AADAM]["state_leaves"]) == 1 + 4 * LEAVES
+
+    fusion = [r for r in rows if r["section"] == "multi-output fusion"]
+    assert {r["xla_flags"] for r in fusion} == {
+        "(none)",
+        "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion=true",
+    }
+    assert {int(r["size"]) for r in fusion} == {5000}
 
     markdown = (tmp_path / "speed.md").read_text()
     assert "python benchmarks/speed.py --quick" in markdown
@@ -48,4 +90,6 @@ def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
         in markdown
     )
     assert "1 for every optimizer" in markdown
+    for heading in ("## Whole training step", "## Dispatch", "## XLA:CPU"):
+        assert heading in markdown
     assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

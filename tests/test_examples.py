@@ -62,6 +62,20 @@ def test_help(name, capsys):
     assert "--out" in help_text and "--quiet" in help_text
 
 
+def test_train_digits_learning_rates():
+    example = load_example("train_digits.py")
+    tuned = example.TUNED_LEARNING_RATES
+    # Every optimizer and model has a tuned default, and --lr overrides it
+    # per optimizer (the unnamed one keeps its default) or for all.
+    assert all(set(rates) == set(example.OPTIMIZERS) for rates in tuned.values())
+    args = example.parse_args(["--model", "cnn", "--lr", "adam=5e-4"])
+    assert args.lr == {"aadam": tuned["cnn"]["aadam"], "adam": 5e-4}
+    assert example.parse_args(["--lr", "2e-3"]).lr == {"aadam": 2e-3, "adam": 2e-3}
+    assert example.parse_args(["--optimizers", "aadamw,adamw"]).reference == "aadamw"
+    with pytest.raises(SystemExit):
+        example.parse_args(["--reference", "sgd"])
+
+
 def test_train_digits_mlp(tmp_path):
     stdout = run_example(
         "train_digits.py",
@@ -87,7 +101,21 @@ def test_train_digits_mlp(tmp_path):
         # Two epochs on the digits take any sane optimizer well past chance.
         assert float(row["test_accuracy"]) > 0.5
         assert math.isfinite(float(row["final_train_loss"]))
-        assert float(row["wall_time_s"]) > 0
+        assert float(row["wall_time_s"]) > float(row["compile_s"]) > 0
+        # steps/s and ms/step are one measurement in two units.
+        assert math.isclose(
+            float(row["steps_per_s"]) * float(row["ms_per_step"]), 1e3, rel_tol=1e-9
+        )
+    # Adam is the reference: its own step time over itself is exactly 1, and
+    # AAdam's ratio is the two ms/step columns' quotient.
+    aadam, adam = rows
+    assert float(adam["step_time_vs_reference"]) == 1.0
+    assert math.isclose(
+        float(aadam["step_time_vs_reference"]),
+        float(aadam["ms_per_step"]) / float(adam["ms_per_step"]),
+        rel_tol=1e-9,
+    )
+    assert "vs adam" in stdout
 
     columns, steps = read_csv(tmp_path / "metrics.csv")
     assert columns == ["optimizer", "step", "epoch", "train_loss"]
