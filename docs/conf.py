@@ -83,7 +83,9 @@ def _write_results_pages() -> None:
             "```",
         ]
         for plot in sorted(results.glob(f"{source.stem}*.png")):
-            if plot.name not in text:
+            # Shown unless the file already embeds it as an image (a mere
+            # mention of the name in the text does not show it).
+            if f"]({plot.name})" not in text:
                 page += ["", f"![{plot.stem}](../../benchmarks/results/{plot.name})"]
         (pages / source.name).write_text("\n".join(page) + "\n", encoding="utf-8")
 
