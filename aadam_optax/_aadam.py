@@ -116,6 +116,7 @@ def scale_by_aadam(
                 eps,
                 eps_root,
             ),
+            eps,
         )
         updates, prev_update, prev_grad_sign = accelerated_step(
             directions, updates, state.prev_update, state.prev_grad_sign, b1, variant

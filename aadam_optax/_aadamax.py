@@ -103,6 +103,7 @@ def scale_by_aadamax(
         directions = _directions.divide(
             _directions.bias_corrected(mu, b1, count, True),
             jax.tree.map(lambda v: v + eps, nu),
+            eps,
         )
         updates, prev_update, prev_grad_sign = accelerated_step(
             directions, updates, state.prev_update, state.prev_grad_sign, b1, variant

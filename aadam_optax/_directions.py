@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -16,38 +17,63 @@ def bias_corrected(moment: Any, decay: Any, count: jax.Array, enabled: bool) -> 
     return optax.tree.bias_correction(moment, decay, count)
 
 
-def divide(numerators: Any, denominators: Any) -> Any:
+def _positive_in(eps: Any, dtype: Any) -> bool:
+    """Whether `eps` is known while tracing and stays > 0 in `dtype`.
+
+    A Python or NumPy number is; a traced value (`optax.inject_hyperparams`)
+    is not known. 1e-8 rounds to 0 in float16.
+    """
+    if not isinstance(eps, (int, float, np.number, np.ndarray)):
+        return False
+    return bool(np.all(np.asarray(eps).astype(dtype) > 0))
+
+
+def divide(numerators: Any, denominators: Any, eps: Any) -> Any:
     """Leafwise `numerator / denominator`, with `0 / 0 := 0`.
 
-    With `eps = eps_root = 0` a component whose gradients have all been zero has
-    `m = v = 0`; its direction is defined as 0 (no step), not NaN. A nonzero
-    numerator over a zero denominator still gives inf, as the equations do.
-    The zero denominator is replaced before dividing as well, so that the
-    derivative of the unused quotient (`1 / 0`) cannot turn the zero cotangent
-    into NaN for anyone differentiating through the update.
+    Every denominator is a non-negative value plus `eps`. Where `eps` is known
+    to be positive in the denominator's dtype no denominator can be zero and
+    the division is plain. Otherwise, with `eps = eps_root = 0` a component
+    whose gradients have all been zero has `m = v = 0`; its direction is
+    defined as 0 (no step), not NaN. A nonzero numerator over a zero
+    denominator still gives inf, as the equations do. The zero denominator is
+    replaced before dividing as well, so that the derivative of the unused
+    quotient (`1 / 0`) cannot turn the zero cotangent into NaN for anyone
+    differentiating through the update.
     """
 
     def leaf(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
-        zero = numerator == 0
-        quotient = numerator / jnp.where(zero, jnp.ones_like(denominator), denominator)
-        return jnp.where(zero, jnp.zeros_like(quotient), quotient)
+        if _positive_in(eps, denominator.dtype):
+            return numerator / denominator
+        undefined = (numerator == 0) & (denominator == 0)
+        quotient = numerator / jnp.where(undefined, 1, denominator)
+        return jnp.where(undefined, jnp.zeros_like(quotient), quotient)
 
     return jax.tree.map(leaf, numerators, denominators)
+
+
+@jax.custom_jvp
+def _sqrt(x: jax.Array) -> jax.Array:
+    """`sqrt(x)`, whose derivative at 0 is 0 rather than infinite."""
+    return jnp.sqrt(x)
+
+
+@_sqrt.defjvp
+def _sqrt_jvp(
+    primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    (x,), (tangent,) = primals, tangents
+    root = jnp.sqrt(x)
+    zero = root == 0
+    slope = 0.5 / jnp.where(zero, jnp.ones_like(root), root)
+    return root, jnp.where(zero, jnp.zeros_like(root), tangent * slope)
 
 
 def root_denominator(second_moments: Any, eps: Any, eps_root: Any) -> Any:
     """Adam's denominator `sqrt(v + eps_root) + eps`.
 
-    Where `v + eps_root` is 0 the root is 0 and no derivative flows back
-    through it: the square root's derivative there is infinite, and the
-    direction it divides is `0 / 0 := 0` (see `divide`).
+    Where `v + eps_root` is 0 no derivative flows back through the root: the
+    square root's derivative there is infinite, and what it divides is then 0
+    (`divide` defines `0 / 0 := 0`). The value is the plain square root's.
     """
-
-    def leaf(v: jax.Array) -> jax.Array:
-        radicand = v + eps_root
-        # `== 0` rather than `> 0`, so that a NaN stays NaN.
-        zero = radicand == 0
-        root = jnp.sqrt(jnp.where(zero, jnp.ones_like(radicand), radicand))
-        return jnp.where(zero, jnp.zeros_like(root), root) + eps
-
-    return jax.tree.map(leaf, second_moments)
+    return jax.tree.map(lambda v: _sqrt(v + eps_root) + eps, second_moments)

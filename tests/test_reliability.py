@@ -471,3 +471,30 @@ def test_zero_eps_updates_have_finite_derivatives() -> None:
     assert np.isfinite(by_b1), by_b1
     assert by_grads["with"][2] == 0.0
     np.testing.assert_allclose(by_grads["with"][:2], by_grads["without"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("traced_eps", [False, True], ids=["eps_static", "eps_traced"])
+def test_first_step_derivative_matches_the_equations(traced_eps: bool) -> None:
+    """With eps > 0 the update is differentiable everywhere, a zero gradient
+    included. AAdam's first step is `-lr b1 g / (|g| + eps)` (`mhat = g`,
+    `vhat = g^2`, no memory), whose derivative is `-lr b1 eps / (|g| + eps)^2`:
+    `-lr b1 / eps` at `g = 0`. A static eps divides plainly and a traced one
+    (`inject_hyperparams`) through the guarded division; both must give it."""
+    lr, b1, eps = 0.1, 0.9, 1e-3
+    if traced_eps:
+        opt = optax.inject_hyperparams(ao.aadam)(lr, b1=b1, eps=eps)
+    else:
+        opt = ao.aadam(lr, b1=b1, eps=eps)
+    grads = jnp.array([0.0, 0.5, -2.0])
+
+    def first_step(grads: jax.Array) -> jax.Array:
+        updates, _ = opt.update(grads, opt.init(grads))
+        return updates
+
+    derivative = jax.jit(jax.jacfwd(first_step))(grads)
+    g = np.asarray(grads, np.float64)
+    expected = -lr * b1 * eps / (np.abs(g) + eps) ** 2
+    # float32 cancels digits in `(|g| + eps) - |g|`: 1e-3 of relative error.
+    np.testing.assert_allclose(np.diag(derivative), expected, rtol=1e-3)
+    # Reverse mode agrees with forward mode.
+    np.testing.assert_allclose(jax.jacrev(first_step)(grads), derivative, rtol=1e-3)
