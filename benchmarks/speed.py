@@ -18,7 +18,8 @@ taken within each round and its median and interquartile range are reported.
 * Dispatch: the host-side time of one jitted `update` call on many small leaves.
 
 A sample runs k steps inside one compiled loop (the same k for every optimizer
-of a case, chosen so a sample takes about --sample-ms), so it times the step,
+of a case, chosen so a sample takes about --sample-ms, or --step-sample-ms for
+a whole training step), so it times the step,
 not Python's call overhead. The exception is a convolutional model on CPU:
 XLA:CPU runs convolutions many times slower inside a loop body
 (jax-ml/jax#12868), so there a sample is k back-to-back calls of the compiled
@@ -422,7 +423,7 @@ def time_whole_step(
         step = training_step(graphdef, model, opt)
         sample = compile_sample(step, carry, model.train, in_loop)
         contenders[name] = Contender(sample, carry, model.train)
-    k = time_interleaved(contenders, args.repeats, args.sample_ms / 1e3)
+    k = time_interleaved(contenders, args.repeats, args.step_sample_ms / 1e3)
     size = sum(leaf.size for leaf in jax.tree.leaves(params))
     how = "k steps in one compiled loop" if in_loop else "k calls of the step"
     return [
@@ -648,6 +649,14 @@ def write_markdown(
                     ISOLATED_UPDATE_GOAL,
                 )
             )
+        for row in pick(isolated, size=largest, optimizer=AADAM):
+            adam = pick(isolated, case=row["case"], size=largest, optimizer="adam")
+            if row["xla_bytes_per_param"] and adam[0]["xla_bytes_per_param"]:
+                lines.append(
+                    f"- XLA's bytes accessed, AAdam / Adam, {row['case']}: "
+                    f"{row['xla_bytes_per_param'] / adam[0]['xla_bytes_per_param']:.2f}"
+                    " (the floor of this backend's fusions, see below)."
+                )
     for row in pick(fusion, optimizer=AADAM):
         adam = pick(fusion, optimizer="adam", xla_flags=row["xla_flags"])[0]
         # A ratio can improve because Adam got slower: give both times.
@@ -701,6 +710,16 @@ def write_markdown(
             "(read params, grads and state; write params and state) over the "
             "bandwidth a fused `y + a*x` reached in the same rounds. `XLA B/param` "
             "is XLA's own estimate for one step.",
+            "",
+            "Without multi-output fusion (XLA:CPU's default) every array a step "
+            "writes is its own kernel, which reads all it needs: Adam writes 3 "
+            "arrays per leaf (mu, nu, params), AAdam 5 (mu, nu, prev_update, the "
+            "sign, params). Per float32 parameter that is mu 12 B, nu 12 B and "
+            "params 16 B for Adam (40 B), and mu 12, nu 12, prev_update 21 "
+            "(g, mu, nu, prev_update, sign in; prev_update out), sign 5 and "
+            "params 12 B for AAdam (62 B): 1.55 times Adam's, above the 1.36 of "
+            "the minimal traffic (`min B/param`). The same count of kernels sets "
+            "the fixed cost per leaf that dominates small models.",
             "",
             "| case | optimizer | ms | ratio to adam | min B/param | XLA B/param "
             "| floor | large copies | fusions |",
@@ -872,7 +891,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--sample-ms", type=float, default=60.0, help="target time of one sample"
     )
     parser.add_argument(
-        "--dispatch-calls", type=int, default=200, help="calls per optimizer"
+        "--step-sample-ms",
+        type=float,
+        default=500.0,
+        help="target time of one whole-step sample: a Transformer step takes "
+        "tens of ms, and a sample of one or two steps is mostly noise",
     )
     parser.add_argument(
         "--only-isolated",

@@ -23,6 +23,7 @@ def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
         "--models=digits_mlp",
         "--repeats=7",
         "--sample-ms=2",
+        "--step-sample-ms=2",
         f"--out={tmp_path}",
     ]
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
