@@ -32,7 +32,6 @@ def _rule(
     the second term vanish on the first step and wherever a gradient is exactly
     zero.
     """
-    current = b1 * direction
     if variant == "sign":
         # The AAdam text's "very first idea": d follows the current gradient's sign.
         memory = grad_sign * prev_update
@@ -44,14 +43,12 @@ def _rule(
         # The previous step's size is added to, or taken from, the size of the
         # current step, along the current direction (the text: "the value d is
         # actually added or subtracted from the current update step size"),
-        # whatever the sign of the previous step. sign(b1 a) is sign(a) for
-        # b1 > 0; taking it from `current` reads `direction` once, so XLA fuses
-        # the division that makes it into this kernel rather than storing it.
+        # whatever the sign of the previous step.
         agreement = grad_sign * prev_grad_sign
-        memory = agreement * jnp.abs(prev_update) * jnp.sign(current)
+        memory = agreement * jnp.abs(prev_update) * jnp.sign(direction)
     else:
         raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}.")
-    return current + (1 - b1) * memory
+    return b1 * direction + (1 - b1) * memory
 
 
 def _pack_complex_signs(grad: jax.Array) -> jax.Array:

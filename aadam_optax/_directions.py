@@ -18,22 +18,26 @@ def bias_corrected(moment: Any, decay: Any, count: jax.Array, enabled: bool) -> 
 
 
 def _positive_in(eps: Any, dtype: Any) -> bool:
-    """Whether `eps` is known while tracing and stays > 0 in `dtype`.
+    """Whether `eps` is known while tracing and is a normal number in `dtype`.
 
-    A Python or NumPy number is; a traced value (`optax.inject_hyperparams`)
-    is not known. 1e-8 rounds to 0 in float16.
+    A Python or NumPy number is known; a JAX array (`optax.inject_hyperparams`
+    passes one) is not looked at. Normal, not just > 0: 1e-8 rounds to 0 in
+    float16, and XLA:CPU flushes subnormals such as 1e-40 to 0.
     """
     if not isinstance(eps, (int, float, np.number, np.ndarray)):
         return False
-    return bool(np.all(np.asarray(eps).astype(dtype) > 0))
+    smallest_normal = jnp.finfo(dtype).smallest_normal
+    return bool(np.all(np.asarray(eps).astype(dtype) >= smallest_normal))
 
 
 def divide(numerators: Any, denominators: Any, eps: Any) -> Any:
     """Leafwise `numerator / denominator`, with `0 / 0 := 0`.
 
-    Every denominator is a non-negative value plus `eps`. Where `eps` is known
-    to be positive in the denominator's dtype no denominator can be zero and
-    the division is plain. Otherwise, with `eps = eps_root = 0` a component
+    Every denominator is a real, non-negative value plus `eps` (stored in a
+    complex dtype for complex params), and a complex numerator is divided part
+    by part. Where `eps` is known to be a normal number in the denominator's
+    dtype no denominator can be zero and the division is plain. Otherwise,
+    with `eps = eps_root = 0` a component
     whose gradients have all been zero has `m = v = 0`; its direction is
     defined as 0 (no step), not NaN. A nonzero numerator over a zero
     denominator still gives inf, as the equations do. The zero denominator is
@@ -43,6 +47,14 @@ def divide(numerators: Any, denominators: Any, eps: Any) -> Any:
     """
 
     def leaf(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
+        if jnp.iscomplexobj(numerator):
+            # The denominator is real, though stored complex for complex params.
+            # Part by part: a complex division by a tiny real (|g| ~ 1e-38 in
+            # AAdaMax) squares it to 0 and returns NaN.
+            real = jnp.real(denominator)
+            return jax.lax.complex(
+                leaf(numerator.real, real), leaf(numerator.imag, real)
+            )
         if _positive_in(eps, denominator.dtype):
             return numerator / denominator
         undefined = (numerator == 0) & (denominator == 0)
@@ -63,7 +75,9 @@ def _sqrt_jvp(
     primals: tuple[jax.Array], tangents: tuple[jax.Array]
 ) -> tuple[jax.Array, jax.Array]:
     (x,), (tangent,) = primals, tangents
-    root = jnp.sqrt(x)
+    # `_sqrt`, not `jnp.sqrt`: a second derivative then goes through this rule
+    # again rather than through the plain root's infinite slope at 0.
+    root = _sqrt(x)
     zero = root == 0
     slope = 0.5 / jnp.where(zero, jnp.ones_like(root), root)
     return root, jnp.where(zero, jnp.zeros_like(root), tangent * slope)

@@ -473,15 +473,18 @@ def test_zero_eps_updates_have_finite_derivatives() -> None:
     np.testing.assert_allclose(by_grads["with"][:2], by_grads["without"], rtol=1e-6)
 
 
-@pytest.mark.parametrize("traced_eps", [False, True], ids=["eps_static", "eps_traced"])
-def test_first_step_derivative_matches_the_equations(traced_eps: bool) -> None:
+@pytest.mark.parametrize("eps_array", [False, True], ids=["eps_number", "eps_array"])
+def test_first_step_derivatives_match_the_equations(eps_array: bool) -> None:
     """With eps > 0 the update is differentiable everywhere, a zero gradient
     included. AAdam's first step is `-lr b1 g / (|g| + eps)` (`mhat = g`,
-    `vhat = g^2`, no memory), whose derivative is `-lr b1 eps / (|g| + eps)^2`:
-    `-lr b1 / eps` at `g = 0`. A static eps divides plainly and a traced one
-    (`inject_hyperparams`) through the guarded division; both must give it."""
+    `vhat = g^2`, no memory), whose derivative is `-lr b1 eps / (|g| + eps)^2`
+    (`-lr b1 / eps` at `g = 0`) and whose second derivative is
+    `2 lr b1 eps sign(g) / (|g| + eps)^3` (0 at `g = 0`, where the one-sided
+    limits differ). A Python eps divides plainly; `inject_hyperparams` passes
+    eps as a JAX array, which goes through the guarded division. Both must
+    give these, and no NaN."""
     lr, b1, eps = 0.1, 0.9, 1e-3
-    if traced_eps:
+    if eps_array:
         opt = optax.inject_hyperparams(ao.aadam)(lr, b1=b1, eps=eps)
     else:
         opt = ao.aadam(lr, b1=b1, eps=eps)
@@ -498,3 +501,43 @@ def test_first_step_derivative_matches_the_equations(traced_eps: bool) -> None:
     np.testing.assert_allclose(np.diag(derivative), expected, rtol=1e-3)
     # Reverse mode agrees with forward mode.
     np.testing.assert_allclose(jax.jacrev(first_step)(grads), derivative, rtol=1e-3)
+
+    def total(grads: jax.Array) -> jax.Array:
+        return first_step(grads).sum()
+
+    second = 2 * lr * b1 * eps * np.sign(g) / (np.abs(g) + eps) ** 3
+    for hessian in (jax.hessian(total), jax.jacrev(jax.jacrev(total))):
+        values = np.asarray(jax.jit(hessian)(grads))
+        assert np.all(np.isfinite(values)), values
+        np.testing.assert_allclose(np.diag(values), second, rtol=1e-2, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "eps"), [(jnp.float32, 1e-40), (jnp.bfloat16, 1e-39)]
+)
+def test_subnormal_eps_is_not_trusted_to_keep_the_denominator_positive(
+    dtype: Any, eps: float
+) -> None:
+    """XLA:CPU flushes subnormals to 0, so a subnormal eps adds nothing: the
+    never-seen component is 0 / 0 and must come out as 0, not NaN."""
+    opt = ao.aadam(0.1, eps=eps)
+    grads = jnp.array([0.0, 1.0], dtype)
+    updates, state = opt.update(grads, opt.init(grads))
+    updates, state = opt.update(grads, state)
+    assert updates[0] == 0
+    assert np.isfinite(np.asarray(updates, np.float32)).all()
+    assert np.isfinite(np.asarray(state[0].prev_update, np.float32)).all()
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-8])
+def test_complex_gradient_at_the_bottom_of_float32_gives_no_nan(eps: float) -> None:
+    """AAdaMax divides the complex first moment by the real `max(b2 v, |g|)`.
+    Divided as complex numbers, a tiny real denominator is squared to 0 and
+    the quotient is NaN; divided part by part it is finite."""
+    opt = ao.aadamax(0.1, eps=eps)
+    grads = jnp.array([1.2e-38, 1.0], jnp.complex64)
+    state = opt.init(grads)
+    for _ in range(2):
+        updates, state = jax.jit(opt.update)(grads, state)
+        assert np.isfinite(np.asarray(updates)).all(), updates
+    assert np.isfinite(np.asarray(state[0].prev_update)).all()
