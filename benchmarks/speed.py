@@ -22,8 +22,8 @@ of a case, chosen so a sample takes about --sample-ms, or --step-sample-ms for
 a whole training step), so it times the step,
 not Python's call overhead. The exception is a convolutional model on CPU:
 XLA:CPU runs convolutions many times slower inside a loop body
-(jax-ml/jax#12868), so there a sample is k back-to-back calls of the compiled
-step, and one block at the end.
+(jax-ml/jax#12868), so there a sample is back-to-back calls of a compiled
+function that runs 8 steps written out, and one block at the end.
 
     python benchmarks/speed.py                 # CPU defaults, about 3 minutes
     python benchmarks/speed.py --quick         # seconds, small sizes
@@ -68,6 +68,10 @@ STATE_BYTES_GOAL = 13.0
 LOW_PRECISION_STATE_BYTES_GOAL = 9.0
 MULTI_OUTPUT_FUSION = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion=true"
 AADAM = "aadam[sign_change]"
+# Steps written out in one compiled call where a loop cannot be used (a CNN on
+# CPU): enough that the call's dispatch is a small part, few enough to compile
+# in seconds.
+UNROLLED_STEPS = 8
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -129,8 +133,14 @@ def tree_bytes(tree: Any) -> int:
 Step = Callable[[Any, jax.Array, Any], Any]
 
 
-def compile_sample(step: Step, carry: Any, constants: Any, in_loop: bool) -> Callable:
-    """`sample(carry, constants, k) -> carry`: k steps, the carry donated."""
+def compile_sample(
+    step: Step, carry: Any, constants: Any, in_loop: bool, unroll: int = 1
+) -> Callable:
+    """`sample(carry, constants, k) -> carry`: k steps, the carry donated.
+
+    In a loop, one call runs all k; otherwise each call runs `unroll` steps
+    written out one after another (k must then be a multiple of `unroll`).
+    """
     if in_loop:
 
         def k_steps(carry: Any, constants: Any, k: jax.Array) -> Any:
@@ -142,11 +152,17 @@ def compile_sample(step: Step, carry: Any, constants: Any, in_loop: bool) -> Cal
         looped = looped.lower(carry, constants, np.int32(1)).compile()
         return lambda carry, constants, k: looped(carry, constants, np.int32(k))
 
-    one = jax.jit(step, donate_argnums=0).lower(carry, np.int32(0), constants).compile()
+    def steps(carry: Any, first: jax.Array, constants: Any) -> Any:
+        for offset in range(unroll):
+            carry = step(carry, first + offset, constants)
+        return carry
+
+    call = jax.jit(steps, donate_argnums=0)
+    call = call.lower(carry, np.int32(0), constants).compile()
 
     def k_calls(carry: Any, constants: Any, k: int) -> Any:
-        for i in range(k):
-            carry = one(carry, np.int32(i), constants)
+        for first in range(0, k, unroll):
+            carry = call(carry, np.int32(first), constants)
         return carry
 
     return k_calls
@@ -168,25 +184,32 @@ class Contender:
         return time.perf_counter() - start
 
 
-def steps_per_sample(contender: Contender, sample_seconds: float) -> int:
-    """Enough steps that one sample takes about `sample_seconds`.
+def steps_per_sample(
+    contender: Contender, sample_seconds: float, multiple: int = 1
+) -> int:
+    """Enough steps, a multiple of `multiple`, that one sample takes about
+    `sample_seconds`.
 
     Estimated twice: a single step's time includes the call's fixed cost, so
     the first estimate of k is refined by timing k steps.
     """
-    contender.run(1)  # the first run of an executable pays one-off costs
-    k = 1
+    k = multiple
+    contender.run(k)  # the first run of an executable pays one-off costs
     for _ in range(2):
         seconds_per_step = contender.run(k) / k
         k = int(min(10_000, max(1, sample_seconds / max(seconds_per_step, 1e-7))))
+        k = multiple * -(-k // multiple)
     return k
 
 
 def time_interleaved(
-    contenders: dict[str, Contender], rounds: int, sample_seconds: float
+    contenders: dict[str, Contender],
+    rounds: int,
+    sample_seconds: float,
+    multiple: int = 1,
 ) -> int:
     """Fills each contender's `seconds` with `rounds` samples of k steps; returns k."""
-    k = steps_per_sample(next(iter(contenders.values())), sample_seconds)
+    k = steps_per_sample(next(iter(contenders.values())), sample_seconds, multiple)
     for contender in contenders.values():
         contender.run(k)  # warm up at the timed k
     names = list(contenders)
@@ -415,17 +438,25 @@ def time_whole_step(
     opts: dict[str, optax.GradientTransformation],
     in_loop: bool,
     args: argparse.Namespace,
+    unroll: int = 1,
 ) -> list[dict[str, Any]]:
     graphdef, params = nnx.split(model.make_model(nnx.Rngs(0)), nnx.Param)
     contenders = {}
     for name, opt in opts.items():
         carry = (jax.tree.map(jnp.copy, params), opt.init(params))
         step = training_step(graphdef, model, opt)
-        sample = compile_sample(step, carry, model.train, in_loop)
+        sample = compile_sample(step, carry, model.train, in_loop, unroll)
         contenders[name] = Contender(sample, carry, model.train)
-    k = time_interleaved(contenders, args.step_repeats, args.step_sample_ms / 1e3)
+    k = time_interleaved(
+        contenders, args.step_repeats, args.step_sample_ms / 1e3, unroll
+    )
     size = sum(leaf.size for leaf in jax.tree.leaves(params))
-    how = "k steps in one compiled loop" if in_loop else "k calls of the step"
+    if in_loop:
+        how = "k steps in one compiled loop"
+    elif unroll > 1:
+        how = f"k steps, {unroll} written out per compiled call"
+    else:
+        how = "k calls of the step"
     return [
         {
             "section": "whole step",
@@ -1004,9 +1035,15 @@ def main(argv: list[str] | None = None) -> None:
     # Each job returns rows; the progress bar counts jobs.
     jobs: list[tuple[str, Callable[[], list[dict[str, Any]]]]] = []
     for model in models.values():
+        # XLA:CPU runs convolutions many times slower inside a loop body: there
+        # a call runs UNROLLED_STEPS steps written out, which it does not slow.
         in_loop = not (model.has_convolutions and backend == "cpu")
+        unroll = 1 if in_loop else UNROLLED_STEPS
         jobs.append(
-            (model.name, partial(time_whole_step, model, step_opts, in_loop, args))
+            (
+                model.name,
+                partial(time_whole_step, model, step_opts, in_loop, args, unroll),
+            )
         )
         if model.name == "digits_mlp":
             # The dispatch-bound case: a small model, one call per step.

@@ -4,6 +4,7 @@ import csv
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 AADAM = "aadam[sign_change]"
@@ -111,3 +112,23 @@ def test_goal_line_never_rounds_a_miss_onto_the_goal() -> None:
     assert speed.goal_line("x", 1.4027, 1.40) == "- x: 1.403 (goal <= 1.40: NOT met)."
     assert speed.goal_line("x", 1.4127, 1.40) == "- x: 1.41 (goal <= 1.40: NOT met)."
     assert speed.goal_line("x", 1.3951, 1.40) == "- x: 1.40 (goal <= 1.40: met)."
+
+
+def test_unrolled_samples_run_each_step_once_with_its_index() -> None:
+    """A sample of k steps, `unroll` written out per compiled call, runs steps
+    0 .. k-1 once each: their indices sum to k (k - 1) / 2. k is chosen as a
+    multiple of `unroll`."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    import speed
+
+    def step(carry: Any, i: Any, constants: Any) -> Any:
+        return carry + i.astype(carry.dtype) * constants
+
+    one = np.float32(1.0)
+    for unroll in (1, 3):
+        sample = speed.compile_sample(step, np.float32(0), one, False, unroll)
+        assert float(sample(np.float32(0), one, 6)) == 15.0
+        contender = speed.Contender(sample, np.float32(0), one)
+        k = speed.steps_per_sample(contender, 1e-3, multiple=unroll)
+        assert k % unroll == 0 and k >= unroll
