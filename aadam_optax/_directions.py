@@ -34,16 +34,16 @@ def divide(numerators: Any, denominators: Any, eps: Any) -> Any:
     """Leafwise `numerator / denominator`, with `0 / 0 := 0`.
 
     Every denominator is a real, non-negative value plus `eps` (stored in a
-    complex dtype for complex params), and a complex numerator is divided part
-    by part. Where `eps` is known to be a normal number in the denominator's
-    dtype no denominator can be zero and the division is plain. Otherwise,
-    with `eps = eps_root = 0` a component
-    whose gradients have all been zero has `m = v = 0`; its direction is
-    defined as 0 (no step), not NaN. A nonzero numerator over a zero
-    denominator still gives inf, as the equations do. The zero denominator is
-    replaced before dividing as well, so that the derivative of the unused
-    quotient (`1 / 0`) cannot turn the zero cotangent into NaN for anyone
-    differentiating through the update.
+    complex dtype for complex params); a complex numerator is divided part by
+    part. Where `eps` is known to be a normal number in the denominator's
+    dtype no denominator can be zero, and the division is plain. Otherwise a
+    zero denominator is possible: with `eps = eps_root = 0` a component whose
+    gradients have all been zero has `m = v = 0`, and its direction is defined
+    as 0 (no step), not NaN. A nonzero numerator over a zero denominator still
+    gives inf, as the equations do. The zero denominator is replaced before
+    dividing as well, so that the derivative of the unused quotient (`1 / 0`)
+    cannot turn the zero cotangent into NaN for anyone differentiating through
+    the update.
     """
 
     def leaf(numerator: jax.Array, denominator: jax.Array) -> jax.Array:

@@ -955,8 +955,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--step-repeats",
         type=int,
         default=15,
-        help="rounds of the whole-step cases, at least 7: a step that calls "
-        "convolutions from Python varies more than a compiled loop",
+        help="rounds of the whole-step cases, at least 7: a whole step varies "
+        "more from round to round than the isolated update",
     )
     parser.add_argument(
         "--step-sample-ms",
