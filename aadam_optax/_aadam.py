@@ -111,10 +111,8 @@ def scale_by_aadam(
         nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         directions = _directions.divide(
             _directions.bias_corrected(mu, b1, count, bias_correction),
-            _directions.root_denominator(
-                _directions.bias_corrected(nu, b2, count, bias_correction),
-                eps,
-                eps_root,
+            _directions.root(
+                _directions.bias_corrected(nu, b2, count, bias_correction), eps_root
             ),
             eps,
         )

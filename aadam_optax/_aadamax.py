@@ -102,7 +102,7 @@ def scale_by_aadamax(
         )
         directions = _directions.divide(
             _directions.bias_corrected(mu, b1, count, True),
-            jax.tree.map(lambda v: v + eps, nu),
+            nu,
             eps,
         )
         updates, prev_update, prev_grad_sign = accelerated_step(

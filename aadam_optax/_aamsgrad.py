@@ -106,7 +106,7 @@ def scale_by_aamsgrad(
         )
         directions = _directions.divide(
             _directions.bias_corrected(mu, b1, count, True),
-            _directions.root_denominator(nu_max, eps, eps_root),
+            _directions.root(nu_max, eps_root),
             eps,
         )
         updates, prev_update, prev_grad_sign = accelerated_step(

@@ -30,38 +30,38 @@ def _positive_in(eps: Any, dtype: Any) -> bool:
     return bool(np.all(np.asarray(eps).astype(dtype) >= smallest_normal))
 
 
-def divide(numerators: Any, denominators: Any, eps: Any) -> Any:
-    """Leafwise `numerator / denominator`, with `0 / 0 := 0`.
+def divide(numerators: Any, scales: Any, eps: Any) -> Any:
+    """Leafwise `numerator / (scale + eps)`, with `0 / 0 := 0`.
 
-    Every denominator is a real, non-negative value plus `eps` (stored in a
-    complex dtype for complex params); a complex numerator is divided part by
-    part. Where `eps` is known to be a normal number in the denominator's
-    dtype no denominator can be zero, and the division is plain. Otherwise a
-    zero denominator is possible: with `eps = eps_root = 0` a component whose
-    gradients have all been zero has `m = v = 0`, and its direction is defined
-    as 0 (no step), not NaN. A nonzero numerator over a zero denominator still
-    gives inf, as the equations do. The zero denominator is replaced before
-    dividing as well, so that the derivative of the unused quotient (`1 / 0`)
-    cannot turn the zero cotangent into NaN for anyone differentiating through
-    the update.
+    Every scale is real and non-negative (stored in a complex dtype for
+    complex params); a complex numerator is divided part by part. Where `eps`
+    is known to be a normal number in the denominator's dtype no denominator
+    can be zero, and the division is plain. Otherwise a zero denominator is
+    possible: with `eps = eps_root = 0` a component whose gradients have all
+    been zero has `m = v = 0`, and its direction is defined as 0 (no step),
+    not NaN. A nonzero numerator over a zero denominator still gives inf, as
+    the equations do. The zero denominator is replaced before dividing as
+    well, so that the derivative of the unused quotient (`1 / 0`) cannot turn
+    the zero cotangent into NaN for anyone differentiating through the update.
     """
 
-    def leaf(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
+    def leaf(numerator: jax.Array, scale: jax.Array) -> jax.Array:
         if jnp.iscomplexobj(numerator):
-            # The denominator is real, though stored complex for complex params.
+            # The scale is real, though stored complex for complex params.
             # Part by part: a complex division by a tiny real (|g| ~ 1e-38 in
             # AAdaMax) squares it to 0 and returns NaN.
-            real = jnp.real(denominator)
+            real = jnp.real(scale)
             return jax.lax.complex(
                 leaf(numerator.real, real), leaf(numerator.imag, real)
             )
+        denominator = scale + eps
         if _positive_in(eps, denominator.dtype):
             return numerator / denominator
         undefined = (numerator == 0) & (denominator == 0)
         quotient = numerator / jnp.where(undefined, 1, denominator)
         return jnp.where(undefined, jnp.zeros_like(quotient), quotient)
 
-    return jax.tree.map(leaf, numerators, denominators)
+    return jax.tree.map(leaf, numerators, scales)
 
 
 @jax.custom_jvp
@@ -83,11 +83,11 @@ def _sqrt_jvp(
     return root, jnp.where(zero, jnp.zeros_like(root), tangent * slope)
 
 
-def root_denominator(second_moments: Any, eps: Any, eps_root: Any) -> Any:
-    """Adam's denominator `sqrt(v + eps_root) + eps`.
+def root(second_moments: Any, eps_root: Any) -> Any:
+    """Adam's `sqrt(v + eps_root)`, to which `divide` adds `eps`.
 
     Where `v + eps_root` is 0 no derivative flows back through the root: the
     square root's derivative there is infinite, and what it divides is then 0
     (`divide` defines `0 / 0 := 0`). The value is the plain square root's.
     """
-    return jax.tree.map(lambda v: _sqrt(v + eps_root) + eps, second_moments)
+    return jax.tree.map(lambda v: _sqrt(v + eps_root), second_moments)
