@@ -25,14 +25,17 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    # MathJax 3 shipped in the package and copied into _static/mathjax/, so the
+    # formulas render without a network (Sphinx's default is a CDN URL).
+    "sphinx-mathjax-offline",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]
 
-# The pages include README.md sections and benchmarks/results/*.md, written
-# for GitHub: their headings start at whatever level suits their own file, and
-# their links to repository files (scripts, CSVs, other sections) have no page
-# here, so they render as plain text instead of failing the build.
+# The results pages include benchmarks/results/*.md, and the changelog page
+# CHANGELOG.md, written for GitHub: their headings start at whatever level
+# suits their own file, and their links to repository files (scripts, CSVs)
+# have no page here, so they render as plain text instead of failing the build.
 suppress_warnings = ["myst.header", "myst.xref_missing"]
 myst_heading_anchors = 3
 
