@@ -37,10 +37,11 @@ def scale_by_aadam(
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-8,
     eps_root: jax.typing.ArrayLike = 0.0,
+    mu_dtype: jax.typing.DTypeLike | None = None,
     *,
+    nesterov: bool = False,
     variant: Variant = "sign_change",
     bias_correction: bool = True,
-    mu_dtype: jax.typing.DTypeLike | None = None,
     prev_update_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescales updates by the AAdam rule: Adam's direction, accelerated.
@@ -53,10 +54,11 @@ def scale_by_aadam(
       b2: decay of the second moment.
       eps: added to the denominator outside the square root.
       eps_root: added to the second moment inside the square root.
+      mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
+      nesterov: accelerate NAdam's direction (Dozat 2016) instead of Adam's.
       variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
       bias_correction: divide the moments by `1 - b**n`; ``False`` gives
         RMSprop with momentum (the Adam paper's section 6.4 ablation).
-      mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
       prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
 
     Returns:
@@ -86,7 +88,9 @@ def scale_by_aadam(
     _validation.check_adam_family(
         b1, b2, eps, eps_root, variant, mu_dtype, prev_update_dtype
     )
+    _validation.check_bool("nesterov", nesterov)
     _validation.check_bool("bias_correction", bias_correction)
+    b1, b2, eps, eps_root = _directions.real(b1, b2, eps, eps_root)
 
     def init_fn(params: optax.Params) -> ScaleByAAdamState:
         prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
@@ -110,9 +114,13 @@ def scale_by_aadam(
         mu = optax.tree.update_moment(updates, state.mu, b1, 1)
         nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         directions = _directions.divide(
-            _directions.bias_corrected(mu, b1, count, bias_correction),
-            _directions.root(
-                _directions.bias_corrected(nu, b2, count, bias_correction), eps_root
+            _directions.first_moment_estimate(
+                mu, updates, b1, count, bias_correction, nesterov
+            ),
+            _directions.denominator(
+                _directions.bias_corrected(nu, b2, count, bias_correction),
+                eps_root,
+                eps,
             ),
             eps,
         )
@@ -137,10 +145,11 @@ def aadam(
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-8,
     eps_root: jax.typing.ArrayLike = 0.0,
+    mu_dtype: jax.typing.DTypeLike | None = None,
     *,
+    nesterov: bool = False,
     variant: Variant = "sign_change",
     bias_correction: bool = True,
-    mu_dtype: jax.typing.DTypeLike | None = None,
     prev_update_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""AAdam: Adam plus a decaying average of past updates, braked on sign flips.
@@ -183,10 +192,13 @@ def aadam(
       eps: added to the denominator outside the square root (the Adam paper's).
       eps_root: added inside the square root (the AAdam text's form is
         `eps=0, eps_root=1e-8`).
+      mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
+      nesterov: accelerate NAdam's direction (Dozat 2016) instead of Adam's:
+        `mhat_n` becomes `b_1 m_n / (1 - b_1^{n+1}) + (1 - b_1) g_n / (1 -
+        b_1^n)`, as in `optax.adam(..., nesterov=True)`.
       variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
       bias_correction: divide the moments by `1 - b**n`; ``False`` gives RMSprop
         with momentum (the Adam paper's section 6.4 ablation).
-      mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
       prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
 
     Returns:
@@ -226,12 +238,13 @@ def aadam(
             b2,
             eps,
             eps_root,
+            mu_dtype,
+            nesterov=nesterov,
             variant=variant,
             bias_correction=bias_correction,
-            mu_dtype=mu_dtype,
             prev_update_dtype=prev_update_dtype,
         ),
-        optax.scale_by_learning_rate(learning_rate),
+        optax.scale_by_learning_rate(_directions.real(learning_rate)),
     )
 
 
@@ -241,12 +254,13 @@ def aadamw(
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-8,
     eps_root: jax.typing.ArrayLike = 0.0,
-    weight_decay: jax.typing.ArrayLike = 1e-4,
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    weight_decay: optax.ScalarOrSchedule = 1e-4,
     mask: Any | None = None,
     *,
+    nesterov: bool = False,
     variant: Variant = "sign_change",
     bias_correction: bool = True,
-    mu_dtype: jax.typing.DTypeLike | None = None,
     prev_update_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""AAdamW: AAdam with decoupled weight decay.
@@ -265,13 +279,15 @@ def aadamw(
       b2: decay of the second moment.
       eps: added to the denominator outside the square root.
       eps_root: added inside the square root.
-      weight_decay: the decoupled decay `lambda` (>= 0).
+      mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
+      weight_decay: the decoupled decay `lambda` (>= 0), or a schedule of it.
       mask: a tree of booleans shaped like the params, or a function of the
         params returning one; the decay applies where it is true. `None` decays
-        every param.
+        every param. Under `optax.inject_hyperparams` pass
+        ``static_args=("mask",)`` with a function, as for `optax.adamw`.
+      nesterov: accelerate NAdam's direction instead of Adam's.
       variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
       bias_correction: divide the moments by `1 - b**n`.
-      mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
       prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
 
     Returns:
@@ -295,18 +311,19 @@ def aadamw(
       [-0.1  0.2]
     """
     _validation.check_learning_rate(learning_rate)
-    _validation.check_non_negative("weight_decay", weight_decay)
+    _validation.check_schedule_or_non_negative("weight_decay", weight_decay)
     return optax.chain(
         scale_by_aadam(
             b1,
             b2,
             eps,
             eps_root,
+            mu_dtype,
+            nesterov=nesterov,
             variant=variant,
             bias_correction=bias_correction,
-            mu_dtype=mu_dtype,
             prev_update_dtype=prev_update_dtype,
         ),
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate),
+        optax.add_decayed_weights(_directions.real(weight_decay), mask),
+        optax.scale_by_learning_rate(_directions.real(learning_rate)),
     )

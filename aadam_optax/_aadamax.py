@@ -19,8 +19,8 @@ class ScaleByAAdaMaxState(NamedTuple):
     Attributes:
       count: the number of steps taken, int32.
       mu: `m_n`, the decaying average of gradients.
-      nu: `v_n = max(b2 v_{n-1}, |g_n|)`, the decaying infinity norm of the
-        gradients.
+      nu: `v_n = max(b2 v_{n-1}, |g_n| + eps)`, the decaying infinity norm of
+        the gradients, as `optax.scale_by_adamax` keeps it.
       prev_update: `u_{n-1}`, the previous direction before the learning rate.
       prev_grad_sign: `sign(g_{n-1})` as int8 (-1, 0, +1); 0 before the first
         step. Complex params keep both parts' signs packed as `re + 3 * im`.
@@ -47,7 +47,7 @@ def scale_by_aadamax(
     Args:
       b1: decay of the first moment, and weight of AdaMax's direction in `u_n`.
       b2: decay of the infinity norm.
-      eps: added to the infinity norm in the denominator.
+      eps: added to `|g_n|` inside the maximum, as in `optax.adamax`.
       variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
       mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
       prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
@@ -76,6 +76,7 @@ def scale_by_aadamax(
     _validation.check_adam_family(
         b1, b2, eps, 0.0, variant, mu_dtype, prev_update_dtype
     )
+    b1, b2, eps = _directions.real(b1, b2, eps)
 
     def init_fn(params: optax.Params) -> ScaleByAAdaMaxState:
         prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
@@ -97,13 +98,10 @@ def scale_by_aadamax(
         _validation.check_matching_tree(updates, state.mu)
         count = optax.safe_increment(state.count)
         mu = optax.tree.update_moment(updates, state.mu, b1, 1)
-        nu = jax.tree.map(
-            lambda g, v: jnp.maximum(b2 * v, jnp.abs(g)), updates, state.nu
-        )
+        nu = optax.tree.update_infinity_moment(updates, state.nu, b2, eps)
+        # Every v_n >= eps, so eps is the floor of the denominators.
         directions = _directions.divide(
-            _directions.bias_corrected(mu, b1, count, True),
-            nu,
-            eps,
+            _directions.bias_corrected(mu, b1, count, True), nu, eps
         )
         updates, prev_update, prev_grad_sign = accelerated_step(
             directions, updates, state.prev_update, state.prev_grad_sign, b1, variant
@@ -135,19 +133,19 @@ def aadamax(
     .. math::
 
       m_n = b_1 m_{n-1} + (1 - b_1) g_n, \quad
-      v_n = \max(b_2 v_{n-1}, |g_n|), \quad
-      a_n = \frac{m_n / (1 - b_1^n)}{v_n + \epsilon},
+      v_n = \max(b_2 v_{n-1}, |g_n| + \epsilon), \quad
+      a_n = \frac{m_n / (1 - b_1^n)}{v_n},
 
     and `u_n = b_1 a_n + (1 - b_1) c_n u_{n-1}`, `theta_{n+1} = theta_n - eta_n
     u_n`, with `c_n` as in :func:`aadam_optax.aadam`. `v_n` is not bias
-    corrected (the Adam paper, section 7). `eps` is added outside the maximum,
-    where `optax.adamax` adds it inside; with `eps = 0` the two agree.
+    corrected (the Adam paper, section 7, which has no `eps`); `eps` sits
+    inside the maximum, where `optax.adamax` puts it, so `a_n` is AdaMax's.
 
     Args:
       learning_rate: a fixed learning rate `eta` (>= 0) or a schedule.
       b1: decay of the first moment, and weight of AdaMax's direction in `u_n`.
       b2: decay of the infinity norm.
-      eps: added to the infinity norm in the denominator.
+      eps: added to `|g_n|` inside the maximum, as in `optax.adamax`.
       variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
       mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
       prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
@@ -180,5 +178,5 @@ def aadamax(
             mu_dtype=mu_dtype,
             prev_update_dtype=prev_update_dtype,
         ),
-        optax.scale_by_learning_rate(learning_rate),
+        optax.scale_by_learning_rate(_directions.real(learning_rate)),
     )

@@ -20,7 +20,8 @@ class ScaleByAAMSGradState(NamedTuple):
       count: the number of steps taken, int32.
       mu: `m_n`, the decaying average of gradients.
       nu: `v_n`, the decaying average of squared gradients.
-      nu_max: the running maximum of the bias-corrected `v_n`.
+      nu_max: the running maximum of the bias-corrected `v_n` (of `v_n` with
+        ``bias_correction_nu=False``).
       prev_update: `u_{n-1}`, the previous direction before the learning rate.
       prev_grad_sign: `sign(g_{n-1})` as int8 (-1, 0, +1).
     """
@@ -38,9 +39,11 @@ def scale_by_aamsgrad(
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-8,
     eps_root: jax.typing.ArrayLike = 0.0,
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    bias_correction_mu: bool = True,
+    bias_correction_nu: bool = True,
     *,
     variant: Variant = "sign_change",
-    mu_dtype: jax.typing.DTypeLike | None = None,
     prev_update_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescales updates by the AAMSGrad rule; see :func:`aadam_optax.aamsgrad`.
@@ -50,8 +53,12 @@ def scale_by_aamsgrad(
       b2: decay of the second moment.
       eps: added to the denominator outside the square root.
       eps_root: added inside the square root.
-      variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
       mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
+      bias_correction_mu: divide `m_n` by `1 - b1**n` (``False``: the AMSGrad
+        paper's form, as in `optax.amsgrad`).
+      bias_correction_nu: take the maximum of `v_n / (1 - b2**n)` rather than
+        of `v_n` (``False``: the AMSGrad paper's form).
+      variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
       prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
 
     Returns:
@@ -78,6 +85,9 @@ def scale_by_aamsgrad(
     _validation.check_adam_family(
         b1, b2, eps, eps_root, variant, mu_dtype, prev_update_dtype
     )
+    _validation.check_bool("bias_correction_mu", bias_correction_mu)
+    _validation.check_bool("bias_correction_nu", bias_correction_nu)
+    b1, b2, eps, eps_root = _directions.real(b1, b2, eps, eps_root)
 
     def init_fn(params: optax.Params) -> ScaleByAAMSGradState:
         prev_update, prev_grad_sign = init_acceleration(params, prev_update_dtype)
@@ -102,11 +112,13 @@ def scale_by_aamsgrad(
         mu = optax.tree.update_moment(updates, state.mu, b1, 1)
         nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
         nu_max = jax.tree.map(
-            jnp.maximum, state.nu_max, _directions.bias_corrected(nu, b2, count, True)
+            jnp.maximum,
+            state.nu_max,
+            _directions.bias_corrected(nu, b2, count, bias_correction_nu),
         )
         directions = _directions.divide(
-            _directions.bias_corrected(mu, b1, count, True),
-            _directions.root(nu_max, eps_root),
+            _directions.bias_corrected(mu, b1, count, bias_correction_mu),
+            _directions.denominator(nu_max, eps_root, eps),
             eps,
         )
         updates, prev_update, prev_grad_sign = accelerated_step(
@@ -131,9 +143,11 @@ def aamsgrad(
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-8,
     eps_root: jax.typing.ArrayLike = 0.0,
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    bias_correction_mu: bool = True,
+    bias_correction_nu: bool = True,
     *,
     variant: Variant = "sign_change",
-    mu_dtype: jax.typing.DTypeLike | None = None,
     prev_update_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""AAMSGrad: AMSGrad (Adam with a non-increasing step), accelerated.
@@ -154,8 +168,12 @@ def aamsgrad(
       b2: decay of the second moment.
       eps: added to the denominator outside the square root.
       eps_root: added inside the square root.
-      variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
       mu_dtype: dtype of the first moment; `None` keeps the params' dtype.
+      bias_correction_mu: divide `m_n` by `1 - b1**n` (``False``: the AMSGrad
+        paper's form, as in `optax.amsgrad`).
+      bias_correction_nu: take the maximum of `v_n / (1 - b2**n)` rather than
+        of `v_n` (``False``: the AMSGrad paper's form).
+      variant: ``"sign_change"`` (default), ``"sign"`` or ``"magnitude"``.
       prev_update_dtype: dtype of `prev_update`; `None` keeps the params' dtype.
 
     Returns:
@@ -182,9 +200,11 @@ def aamsgrad(
             b2,
             eps,
             eps_root,
+            mu_dtype,
+            bias_correction_mu,
+            bias_correction_nu,
             variant=variant,
-            mu_dtype=mu_dtype,
             prev_update_dtype=prev_update_dtype,
         ),
-        optax.scale_by_learning_rate(learning_rate),
+        optax.scale_by_learning_rate(_directions.real(learning_rate)),
     )

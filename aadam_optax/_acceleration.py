@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from aadam_optax import _validation
+from aadam_optax import _directions, _validation
 from aadam_optax._validation import VARIANTS, Variant
 
 SIGN_DTYPE = jnp.int8
@@ -34,21 +34,25 @@ def _rule(
     """
     if variant == "sign":
         # The AAdam text's "very first idea": d follows the current gradient's sign.
-        memory = grad_sign * prev_update
+        coefficient, memory = grad_sign, prev_update
     elif variant == "sign_change":
         # The text's final rule: +d where the gradient kept its sign, -d where it
         # flipped.
-        memory = grad_sign * prev_grad_sign * prev_update
+        coefficient, memory = grad_sign * prev_grad_sign, prev_update
     elif variant == "magnitude":
         # The previous step's size is added to, or taken from, the size of the
         # current step, along the current direction (the text: "the value d is
         # actually added or subtracted from the current update step size"),
         # whatever the sign of the previous step.
-        agreement = grad_sign * prev_grad_sign
-        memory = agreement * jnp.abs(prev_update) * jnp.sign(direction)
+        coefficient = grad_sign * prev_grad_sign * jnp.sign(direction)
+        memory = jnp.abs(prev_update)
     else:
         raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}.")
-    return b1 * direction + (1 - b1) * memory
+    # A zero coefficient contributes exactly 0, even against an infinite
+    # memory (IEEE's 0 * inf is NaN): the first step after a zero gradient, or
+    # a direction that overflowed once, must not turn into NaN for good.
+    term = jnp.where(coefficient == 0, jnp.zeros_like(memory), coefficient * memory)
+    return b1 * direction + (1 - b1) * term
 
 
 def _pack_complex_signs(grad: jax.Array) -> jax.Array:
@@ -62,7 +66,7 @@ def _unpack_complex_signs(packed: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _sign_after(grad: jax.Array, update: jax.Array) -> jax.Array:
-    """`sign(grad)` as int8, computed only once `update` exists.
+    """`sign(grad)` as int8, computed only once `update` exists, on CPU.
 
     Why: under buffer donation the new signs overwrite the old ones in place,
     but the old ones are read to compute `update`. Without a data dependency
@@ -72,18 +76,28 @@ def _sign_after(grad: jax.Array, update: jax.Array) -> jax.Array:
     `update` orders the two at the cost of one scalar, so the numbers are the
     same with or without it.
 
-    Only where every array lives on one CPU device: there XLA fuses no sibling
-    loops. On GPU the ordering would keep the sign out of the multi-output
-    fusion that computes `update`, and with several devices reading one element
-    of a sharded array makes the compiler gather it, a collective on every step.
+    Only on CPU, chosen where the step is lowered (`lax.platform_dependent`),
+    not from the backend of the process that traces it: a module exported or
+    compiled for GPU or TPU from a CPU host carries no trace of it. On GPU the
+    ordering would keep the sign out of the multi-output fusion that computes
+    `update`. Only with one device: with several, reading one element of a
+    sharded array makes the compiler gather it, a collective on every step.
     """
-    if update.size == 0 or jax.default_backend() != "cpu" or jax.device_count() > 1:
+
+    def plain(grad: jax.Array, update: jax.Array) -> jax.Array:
         return jnp.sign(grad).astype(SIGN_DTYPE)
-    first = update.reshape(-1)[0]
-    # min(|x|, 0) is 0 for every x but NaN, which the where catches: the zero is
-    # exact, so sign(grad + zero) == sign(grad) for every grad, -0.0 included.
-    zero = jnp.where(jnp.isnan(first), 0, jnp.minimum(jnp.abs(first), 0))
-    return jnp.sign(grad + zero.astype(grad.dtype)).astype(SIGN_DTYPE)
+
+    def ordered(grad: jax.Array, update: jax.Array) -> jax.Array:
+        first = update.reshape(-1)[0]
+        # min(|x|, 0) is 0 for every x but NaN, which the where catches: the
+        # zero is exact, so sign(grad + zero) == sign(grad) for every grad,
+        # -0.0 included.
+        zero = jnp.where(jnp.isnan(first), 0, jnp.minimum(jnp.abs(first), 0))
+        return jnp.sign(grad + zero.astype(grad.dtype)).astype(SIGN_DTYPE)
+
+    if update.size == 0 or jax.device_count() > 1:
+        return plain(grad, update)
+    return jax.lax.platform_dependent(grad, update, cpu=ordered, default=plain)
 
 
 def _accelerate_leaf(
@@ -129,6 +143,10 @@ def _accelerate_leaf(
             variant,
         )
         grad_sign = _sign_after(grad, update)
+    if not jnp.iscomplexobj(grad):
+        # A complex direction for a real param (a complex mu_dtype) has no
+        # imaginary part: the gradients that made it are real.
+        update = jnp.real(update)
     return update.astype(grad.dtype), update.astype(prev_update.dtype), grad_sign
 
 
@@ -155,10 +173,7 @@ def accelerated_step(
       gradients' dtypes, the new `u_n` in the dtypes of `prev_updates`, and the
       new int8 signs.
     """
-    if jnp.iscomplexobj(b1):
-        # optax.inject_hyperparams casts hyperparameters to the params' highest
-        # dtype, which is complex when any param is; the weight itself is real.
-        b1 = jnp.real(b1)
+    b1 = _directions.real(b1)
     triples = jax.tree.map(
         lambda a, g, u, s: _accelerate_leaf(a, g, u, s, b1, variant),
         directions,

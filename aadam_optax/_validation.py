@@ -1,9 +1,10 @@
 """Checks of constructor arguments and of the trees that reach a transformation.
 
-Concrete values (Python and NumPy scalars, strings, dtypes) are checked when an
-optimizer is built, so a mistake fails at the line that made it. Arrays and
-traced values pass through untouched: `optax.inject_hyperparams` rebuilds the
-optimizer with them inside `jax.jit`, where no Python branch may depend on them.
+Concrete values (Python numbers, NumPy and JAX arrays that hold values,
+strings, dtypes) are checked when an optimizer is built, so a mistake fails at
+the line that made it. Traced values pass through untouched:
+`optax.inject_hyperparams` rebuilds the optimizer with them inside `jax.jit`,
+where no Python branch may depend on them.
 """
 
 from __future__ import annotations
@@ -21,49 +22,83 @@ Variant = Literal["sign_change", "sign", "magnitude"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
 
 
-def _concrete_number(name: str, value: Any) -> float | None:
-    """Returns `value` as a float if it is a concrete scalar, None for an array."""
+def _concrete_values(name: str, value: Any) -> np.ndarray | None:
+    """`value`'s numbers as a float64 array, or None for a traced value.
+
+    NumPy and JAX arrays are checked element by element like Python numbers.
+    A complex array is accepted when its imaginary part is 0:
+    `optax.inject_hyperparams` casts hyperparameters to complex when a param is
+    complex.
+    """
     if isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be a number, got the boolean {value!r}.")
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, jax.Array | np.ndarray):
+    if isinstance(value, jax.core.Tracer):
         return None
-    raise TypeError(
-        f"{name} must be a number or a JAX array, got {type(value).__name__} {value!r}."
-    )
+    if not isinstance(value, numbers.Number | np.ndarray | np.generic | jax.Array):
+        raise TypeError(
+            f"{name} must be a number or an array, got {type(value).__name__} "
+            f"{value!r}."
+        )
+    array = np.asarray(value)
+    if array.dtype == np.bool_:
+        raise TypeError(f"{name} must be a number, got the boolean array {value!r}.")
+    if not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"{name} must be a number, got {array.dtype} {value!r}.")
+    if np.iscomplexobj(array):
+        if np.any(array.imag != 0):
+            raise TypeError(
+                f"{name} must be a number with no imaginary part, got {value!r}."
+            )
+        array = array.real
+    return array.astype(np.float64)
 
 
 def check_decay_rate(name: str, value: Any) -> None:
-    """A decay rate (`b1`, `b2`) must lie in [0, 1)."""
-    number = _concrete_number(name, value)
-    if number is not None and not 0.0 <= number < 1.0:
+    """A decay rate (`b2`) must lie in [0, 1)."""
+    values = _concrete_values(name, value)
+    if values is not None and not np.all((values >= 0.0) & (values < 1.0)):
         raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
 
 
 def check_acceleration_weight(value: Any) -> None:
-    """`b1` weighs the current direction in `u_n = b1 a_n + (1 - b1) c_n u_{n-1}`:
-    it must lie in (0, 1), since from `u_0 = 0` a zero weight keeps `u_n = 0`."""
-    number = _concrete_number("b1", value)
-    if number is not None and not 0.0 < number < 1.0:
-        raise ValueError(
-            f"b1 must be in (0, 1), got {value!r}: it weighs the current direction "
-            "in the accelerated update, which stays zero forever at b1 = 0."
+    """`b1` must lie in (0, 1).
+
+    It is the first moment's decay and the weight of the current direction in
+    `u_n = b1 a_n + (1 - b1) c_n u_{n-1}`: from `u_0 = 0` a zero weight keeps
+    `u_n = 0`, and at 1 the first moment never leaves 0.
+    """
+    values = _concrete_values("b1", value)
+    if values is None or np.all((values > 0.0) & (values < 1.0)):
+        return
+    if np.any(values <= 0.0):
+        reason = (
+            "at b1 = 0 the current direction gets no weight in the accelerated "
+            "update, which then stays zero forever"
         )
+    else:
+        reason = (
+            "at b1 = 1 the first moment m_n = b1 m_{n-1} + (1 - b1) g_n never "
+            "leaves 0 (and above 1 it grows without bound)"
+        )
+    raise ValueError(f"b1 must be in (0, 1), got {value!r}: {reason}.")
 
 
 def check_non_negative(name: str, value: Any) -> None:
-    """`eps`, `eps_root` and `weight_decay` must be finite and >= 0."""
-    number = _concrete_number(name, value)
-    if number is not None and not 0.0 <= number < float("inf"):
+    """`eps`, `eps_root`, a learning rate or a weight decay: finite and >= 0."""
+    values = _concrete_values(name, value)
+    if values is not None and not np.all((values >= 0.0) & np.isfinite(values)):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
 
 
-def check_learning_rate(value: Any) -> None:
-    """A learning rate is a finite number >= 0, an array or a schedule."""
+def check_schedule_or_non_negative(name: str, value: Any) -> None:
+    """A learning rate or weight decay: a finite number >= 0, or a schedule."""
     if callable(value):
         return
-    check_non_negative("learning_rate", value)
+    check_non_negative(name, value)
+
+
+def check_learning_rate(value: Any) -> None:
+    check_schedule_or_non_negative("learning_rate", value)
 
 
 def check_variant(variant: Any) -> None:
@@ -91,19 +126,24 @@ def check_transformation(name: str, value: Any, example: str) -> None:
         )
 
 
-def check_float_dtype(name: str, dtype: Any) -> None:
-    """An optional state dtype must be a floating-point dtype (or None)."""
+def check_float_dtype(name: str, dtype: Any, complex_allowed: bool = False) -> None:
+    """An optional state dtype must be a floating-point dtype (or None).
+
+    `mu_dtype` may also be complex, as Optax allows.
+    """
     if dtype is None:
         return
+    kind = "floating-point or complex" if complex_allowed else "floating-point"
     try:
         canonical = np.dtype(dtype)
     except TypeError as error:
         raise TypeError(
-            f"{name} must be None or a floating-point dtype, got {dtype!r}."
+            f"{name} must be None or a {kind} dtype, got {dtype!r}."
         ) from error
-    if not jnp.issubdtype(canonical, jnp.floating):
+    allowed = jnp.inexact if complex_allowed else jnp.floating
+    if not jnp.issubdtype(canonical, allowed):
         raise TypeError(
-            f"{name} must be None or a floating-point dtype such as jnp.bfloat16 "
+            f"{name} must be None or a {kind} dtype such as jnp.bfloat16 "
             f"or jnp.float32, got {canonical}."
         )
 
@@ -139,8 +179,9 @@ def check_matching_tree(updates: Any, state_tree: Any) -> None:
         strict=True,
     ):
         if jnp.shape(update) != jnp.shape(moment):
+            where = f"at {jax.tree_util.keystr(path)}" if path else "(a single array)"
             raise ValueError(
-                f"The gradient at {jax.tree_util.keystr(path)} has shape "
+                f"The gradient {where} has shape "
                 f"{jnp.shape(update)}, but the optimizer state was initialised "
                 f"for shape {jnp.shape(moment)}."
             )
@@ -161,5 +202,5 @@ def check_adam_family(
     check_non_negative("eps", eps)
     check_non_negative("eps_root", eps_root)
     check_variant(variant)
-    check_float_dtype("mu_dtype", mu_dtype)
+    check_float_dtype("mu_dtype", mu_dtype, complex_allowed=True)
     check_float_dtype("prev_update_dtype", prev_update_dtype)

@@ -1,4 +1,4 @@
-"""A plain NumPy float64 reference of the update rules in ALGORITHMS.md.
+"""A plain NumPy float64 reference of the update rules in docs/algorithms.md.
 
 Written from the equations, not from the package: every test that compares the
 package's arithmetic to something compares it to this module. All operations are
@@ -6,10 +6,11 @@ element-wise, so every function takes arrays of any shape (a leading batch axis,
 for example one row per learning rate, is just more elements) and a pytree can
 be checked by running the reference on each leaf, or on all leaves concatenated.
 
-Conventions (ALGORITHMS.md):
+Conventions (docs/algorithms.md):
 
 * step `n = 1, 2, ...`; `m_0 = v_0 = u_0 = 0` and `sign(g_0) := 0`;
-* `sign(0) = 0`, so `c_n = 0` on the first step and wherever a gradient is 0;
+* `sign(0) = 0`, so `c_n = 0` on the first step and wherever a gradient is 0,
+  and a zero `c_n` contributes exactly 0 (even against an infinite `u_{n-1}`);
 * `0 / 0 := 0` in the direction `a_n` (no step, rather than NaN);
 * a learning-rate schedule is called with the number of steps already taken
   (0 on the first step), as optax calls it; `updates_n = -lr_n * u_n`, so with a
@@ -38,7 +39,7 @@ class Config:
 
     Attributes:
       family: which direction `a_n`: ``"adam"``, ``"adamax"`` or ``"amsgrad"``.
-      b1, b2, eps, eps_root: as in ALGORITHMS.md (`eps_root` unused by AdaMax).
+      b1, b2, eps, eps_root: as in docs/algorithms.md (`eps_root` unused by AdaMax).
       variant: the acceleration coefficient `c_n`.
       bias_correction: divide Adam's moments by `1 - b**n` (AdaMax's `v` is never
         corrected, its `m` always is; AMSGrad always corrects both).
@@ -115,14 +116,17 @@ def accelerate_step(
 ) -> np.ndarray:
     """`u_n = b1 * a_n + (1 - b1) * c_n * u_{n-1}` with the variant's `c_n`."""
     if variant == "sign_change":
-        memory = grad_sign * prev_grad_sign * prev_update
+        coefficient, memory = grad_sign * prev_grad_sign, prev_update
     elif variant == "sign":
-        memory = grad_sign * prev_update
+        coefficient, memory = grad_sign, prev_update
     elif variant == "magnitude":
-        memory = grad_sign * prev_grad_sign * np.abs(prev_update) * np.sign(direction)
+        coefficient = grad_sign * prev_grad_sign * np.sign(direction)
+        memory = np.abs(prev_update)
     else:
         raise ValueError(f"unknown variant {variant!r}")
-    return b1 * direction + (1.0 - b1) * memory
+    with np.errstate(invalid="ignore"):
+        term = np.where(coefficient == 0, 0.0, coefficient * memory)
+    return b1 * direction + (1.0 - b1) * term
 
 
 def accelerate_sequence(
@@ -160,9 +164,10 @@ def step(
     mu = b1 * state.mu + (1.0 - b1) * grad
     nu_max = state.nu_max
     if config.family == "adamax":
-        # Adam paper section 7: infinity norm, no bias correction of v.
-        nu = np.maximum(b2 * state.nu, np.abs(grad))
-        direction = divide(mu / (1.0 - b1**n), nu + config.eps)
+        # Adam paper section 7: infinity norm, no bias correction of v; eps
+        # inside the maximum, as optax.adamax puts it.
+        nu = np.maximum(b2 * state.nu, np.abs(grad) + config.eps)
+        direction = divide(mu / (1.0 - b1**n), nu)
     else:
         nu = b2 * state.nu + (1.0 - b2) * np.abs(grad) ** 2
         if config.family == "amsgrad":

@@ -394,7 +394,7 @@ def test_learning_rate_schedule(case: Case, schedule_name: str) -> None:
 
     optax counts steps from 0, so the first update uses `schedule(0)`. `u_n` has
     no learning rate in it, so the previous direction is scaled by the current
-    learning rate, as ALGORITHMS.md documents.
+    learning rate, as docs/algorithms.md documents.
     """
     schedule = SCHEDULES[schedule_name]
     params = make_params()
@@ -682,7 +682,7 @@ def test_dtypes_are_kept_under_jit(case: Case, x64: bool) -> None:
 def first_step_by_formula(
     case: Case, grad: np.ndarray, params: np.ndarray
 ) -> np.ndarray:
-    """The first update in NumPy (complex128), from ALGORITHMS.md.
+    """The first update in NumPy (complex128), from docs/algorithms.md.
 
     `c_1 = 0`, so `u_1 = b1 * a_1`; `m_1 = (1 - b1) g`, `v_1 = (1 - b2) |g|^2`.
     With bias correction every direction of the family is `g / (|g| + eps)` on

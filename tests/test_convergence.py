@@ -205,7 +205,7 @@ LEARNING_RATE_OVERRIDES = {("aamsgrad", "rosenbrock"): 0.1}
 
 
 # In steady state AAdam takes its base optimizer's step (the fixed point of
-# `u = b1 a + (1 - b1) u` is `u = a`, ALGORITHMS.md), so it reaches the optimum
+# `u = b1 a + (1 - b1) u` is `u = a`, docs/algorithms.md), so it reaches the optimum
 # at the base's pace at the same learning rate; with the acceleration switched
 # off (`c_n = 0`, so `u_n = b1 a_n`) it would be the base at `b1` times the rate,
 # about 10% slower on these problems. Rosenbrock's narrow valley makes the

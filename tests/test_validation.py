@@ -1,9 +1,10 @@
 """Bad input fails early, at the line that made it, with a message that helps.
 
-Constructor arguments are checked when they are concrete (Python and NumPy
-scalars, strings, dtypes); JAX arrays and schedules pass through so that
-`optax.inject_hyperparams` works. `update` checks that the gradient tree matches
-the state, and `init` that every param can be trained.
+Constructor arguments are checked when they are concrete (Python numbers,
+NumPy and JAX arrays that hold values, strings, dtypes); traced values and
+schedules pass through so that `optax.inject_hyperparams` works. `update`
+checks that the gradient tree matches the state, and `init` that every param
+can be trained.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ NAN, INF = float("nan"), float("inf")
 DECAY_RATE = "must be in \\[0, 1\\)"
 NON_NEGATIVE = "must be a finite number >= 0"
 NUMBER = "must be a number"
-DTYPE = "must be None or a floating-point dtype"
+DTYPE = "must be None or a floating-point"
 ACCELERATION_WEIGHT = "must be in \\(0, 1\\)"
 BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
     "b1": [
@@ -59,6 +60,13 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
         (None, TypeError, NUMBER),
         (True, TypeError, NUMBER),
         (0.9j, TypeError, NUMBER),
+        # Concrete arrays are checked like numbers: b1 = jnp.array(0.0) used to
+        # train with params that never moved.
+        (jnp.array(0.0), ValueError, ACCELERATION_WEIGHT),
+        (np.array(1.5), ValueError, ACCELERATION_WEIGHT),
+        (jnp.array([0.9, 1.0]), ValueError, ACCELERATION_WEIGHT),
+        (jnp.array(0.9 + 0.1j), TypeError, NUMBER),
+        (jnp.array(True), TypeError, NUMBER),
     ],
     "b2": [
         (1.0, ValueError, DECAY_RATE),
@@ -72,12 +80,16 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
         (None, TypeError, NUMBER),
         (True, TypeError, NUMBER),
         (0.9j, TypeError, NUMBER),
+        (jnp.array(1.0), ValueError, DECAY_RATE),
+        (np.array([0.5, -0.5]), ValueError, DECAY_RATE),
     ],
     "eps": [
         (-1e-8, ValueError, NON_NEGATIVE),
         (NAN, ValueError, NON_NEGATIVE),
         (INF, ValueError, NON_NEGATIVE),
         (np.float64(-1.0), ValueError, NON_NEGATIVE),
+        (jnp.array(-1e-8), ValueError, NON_NEGATIVE),
+        (np.array(np.inf), ValueError, NON_NEGATIVE),
         ("1e-8", TypeError, NUMBER),
         (None, TypeError, NUMBER),
     ],
@@ -85,6 +97,7 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
         (-0.1, ValueError, NON_NEGATIVE),
         (NAN, ValueError, NON_NEGATIVE),
         (INF, ValueError, NON_NEGATIVE),
+        (jnp.array(-0.1), ValueError, NON_NEGATIVE),
         ("0.1", TypeError, NUMBER),
         (None, TypeError, NUMBER),
     ],
@@ -100,6 +113,10 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
         ("False", TypeError, "must be True or False"),
         (None, TypeError, "must be True or False"),
     ],
+    "nesterov": [
+        (1, TypeError, "must be True or False"),
+        ("True", TypeError, "must be True or False"),
+    ],
     "mu_dtype": [
         (jnp.int32, TypeError, DTYPE),
         (np.int8, TypeError, DTYPE),
@@ -112,8 +129,14 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
     ],
 }
 BAD_VALUES["eps_root"] = BAD_VALUES["eps"]
-BAD_VALUES["weight_decay"] = BAD_VALUES["eps"]
-BAD_VALUES["prev_update_dtype"] = BAD_VALUES["mu_dtype"]
+BAD_VALUES["weight_decay"] = BAD_VALUES["learning_rate"]
+BAD_VALUES["bias_correction_mu"] = BAD_VALUES["bias_correction"]
+BAD_VALUES["bias_correction_nu"] = BAD_VALUES["bias_correction"]
+BAD_VALUES["prev_update_dtype"] = [
+    *BAD_VALUES["mu_dtype"],
+    # mu_dtype may be complex, as in Optax; prev_update_dtype, AAdam's own, not.
+    (jnp.complex64, TypeError, "must be None or a floating-point dtype"),
+]
 
 # Arguments that take objects rather than values; tested separately below.
 NOT_VALUES = {"inner", "mask"}
@@ -188,6 +211,13 @@ EDGE_VALUES: list[tuple[str, Any]] = [
     ("eps", jnp.array(1e-6)),
     ("weight_decay", 0.0),
     ("weight_decay", jnp.array(0.2)),
+    ("weight_decay", optax.linear_schedule(1e-2, 0.0, 100)),
+    ("b1", np.array(0.5)),
+    ("b1", jnp.array(0.9 + 0j)),
+    ("nesterov", True),
+    ("bias_correction_mu", False),
+    ("bias_correction_nu", False),
+    ("mu_dtype", jnp.complex64),
     ("variant", "sign"),
     ("variant", "magnitude"),
     ("bias_correction", False),
@@ -228,6 +258,14 @@ def test_zero_b1_is_rejected_saying_why(name: str) -> None:
     RMSprop), so it is an error rather than a silent no-op."""
     with pytest.raises(ValueError, match="^b1 must be in .*stays zero forever"):
         _build(name, b1=0.0)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_b1_of_one_is_rejected_for_its_own_reason(name: str) -> None:
+    with pytest.raises(
+        ValueError, match="^b1 must be in .*first moment.*never leaves 0"
+    ):
+        _build(name, b1=1.0)
 
 
 @pytest.mark.parametrize(
@@ -319,6 +357,16 @@ def test_shape_mismatch_names_the_leaf_and_both_shapes(
     )
     with pytest.raises(ValueError, match=expected):
         opt.update(grads, state, params)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_shape_mismatch_of_a_bare_array_param_says_so(name: str) -> None:
+    opt = OPTIMIZERS[name]()
+    state = opt.init(jnp.zeros(3))
+    with pytest.raises(
+        ValueError, match=r"^The gradient \(a single array\) has shape \(4,\)"
+    ):
+        opt.update(jnp.ones(4), state)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
