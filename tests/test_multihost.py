@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -192,6 +193,12 @@ def final_state(out):
         return {key: arrays[key] for key in arrays.files}
 
 
+def documented_bound() -> float:
+    """The 2x2 vs 1x4 bound that docs/sharding.md states."""
+    text = " ".join((REPO / "docs" / "sharding.md").read_text().split())
+    return float(re.search(r"differs by at most ([0-9.]+e-[0-9]+)", text).group(1))
+
+
 def check_layout(summary):
     """w1 (64 x 16) is split over the 4 devices, b2 (10) is not; the optimizer
     state follows its param, and the step count is replicated."""
@@ -233,12 +240,15 @@ def test_two_processes_train_kill_and_resume_exactly(tmp_path):
     reference = final_state(two)
     single = final_state(one)
     assert reference.keys() == single.keys() and len(reference) > 8
-    for key, value in reference.items():
-        # The global batch is split the same way; only the all-reduce differs
-        # (in-process versus gloo), so the sums round differently.
-        np.testing.assert_allclose(
-            value, single[key], rtol=1e-5, atol=1e-5, err_msg=key
-        )
+    # The global batch is split the same way; only the all-reduce differs
+    # (in-process versus gloo), so the sums round differently. The bound is
+    # the one docs/sharding.md states.
+    difference = max(
+        float(np.max(np.abs(value.astype(np.float64) - single[key])))
+        for key, value in reference.items()
+    )
+    print(f"2x2 vs 1x4 processes x devices: largest difference {difference:.3g}")
+    assert difference <= documented_bound(), difference
     summary = json.loads((two / "summary.json").read_text())
     assert (summary["processes"], summary["devices"]) == (2, 4)
     check_layout(summary)
