@@ -29,7 +29,8 @@ function that runs 8 steps written out, and one block at the end.
     python benchmarks/speed.py --quick         # seconds, small sizes
     python benchmarks/speed.py --backend gpu   # on a CUDA machine, adds 1e8 and 3e8
 
-Results go to --out: speed.csv, speed.md and speed.png.
+Results go to --out: speed.csv, speed.md, speed.png and speed_run.json (the
+command, wall time and provenance: commit, versions, numerics fingerprint).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import argparse
 import csv
 import dataclasses
 import datetime
+import json
 import os
 import pathlib
 import platform
@@ -50,12 +52,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from harness import provenance
 from tqdm import tqdm
 
 import aadam_optax
@@ -661,6 +663,7 @@ def write_markdown(
     compilations: dict[str, int],
     command: str,
     elapsed: float,
+    recorded: dict[str, Any],
 ) -> None:
     isolated = pick(rows, section="isolated update")
     whole = pick(rows, section="whole step")
@@ -673,11 +676,9 @@ def write_markdown(
         f"Date: {datetime.date.today().isoformat()}; backend: "
         f"{jax.default_backend()} ({jax.devices()[0].device_kind}); "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"wall time {elapsed:.0f} s.  ",
-        f"Versions: jax {jax.__version__}, optax {optax.__version__}, "
-        f"flax {flax.__version__}, "
-        f"aadam_optax {aadam_optax.__version__}, numpy {np.__version__}, "
-        f"python {platform.python_version()}.",
+        f"wall time {elapsed:.0f} s.",
+        "",
+        *provenance.markdown_lines(recorded),
         "",
         "Every optimizer of a case runs once per round, in a rotating order, and "
         "a sample is k steps inside one compiled loop (the same k for all, "
@@ -1073,6 +1074,8 @@ def main(argv: list[str] | None = None) -> None:
         if backend == "cpu":
             jobs.append(("fusion", partial(fusion_rows, args, largest)))
     started = time.perf_counter()
+    # Recorded before the first measurement: the code this process imported.
+    recorded = {} if args.only_isolated else provenance.record(("tqdm",))
     rows: list[dict[str, Any]] = []
     progress = tqdm(jobs, desc="speed", unit="case", disable=args.only_isolated)
     for label, job in progress:
@@ -1092,9 +1095,27 @@ def main(argv: list[str] | None = None) -> None:
         return
     command = "python benchmarks/speed.py " + " ".join(argv)
     write_markdown(
-        args.out / "speed.md", rows, state_rows, compilations, command.strip(), elapsed
+        args.out / "speed.md",
+        rows,
+        state_rows,
+        compilations,
+        command.strip(),
+        elapsed,
+        recorded,
     )
     plot(args.out / "speed.png", rows)
+    run = {
+        "command": command.strip(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC"
+        ),
+        "wall_seconds": elapsed,
+        "backend": backend,
+        "machine": f"{platform.platform()}, {os.cpu_count()} cores",
+        "provenance": recorded,
+        "files": ["speed.csv", "speed.md", "speed.png", "speed_run.json"],
+    }
+    (args.out / "speed_run.json").write_text(json.dumps(run, indent=1) + "\n")
     print((args.out / "speed.md").read_text())
 
 

@@ -1,6 +1,7 @@
 """benchmarks/speed.py runs end to end and writes sane files."""
 
 import csv
+import json
 import pathlib
 import subprocess
 import sys
@@ -106,6 +107,12 @@ def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
     for heading in ("## Whole training step", "## Dispatch", "## XLA:CPU"):
         assert heading in markdown
     assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    run = json.loads((tmp_path / "speed_run.json").read_text())
+    assert sorted(run["files"]) == sorted(p.name for p in tmp_path.iterdir())
+    recorded = run["provenance"]
+    assert len(recorded["commit"]) == 40 and "jax" in recorded["versions"]
+    assert f"- Numerics fingerprint: `{recorded['numerics']['hash']}`" in markdown
 
 
 def test_goal_line_never_rounds_a_miss_onto_the_goal() -> None:
