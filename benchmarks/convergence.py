@@ -23,8 +23,10 @@ Run `python benchmarks/convergence.py --help` for the options. Results go to
   learning rate);
 * `convergence_summary.csv`: one row per task x optimizer at the chosen
   learning rate (means and standard deviations over seeds, ranks);
-* `convergence.md`: the tables, the command, versions and a plain-language
-  summary written from the measured numbers;
+* `convergence_run.json`: the command, wall time, machine and provenance
+  (commit, versions, numerics fingerprint) of the run;
+* `convergence.md`: the tables, the command, the provenance and a
+  plain-language summary written from the measured numbers;
 * `convergence_curves.png`: training objective vs step per task, median over
   reported seeds with a min-max band, one line per optimizer;
 * `convergence_lr.png`: mean steps to target against the learning rate.
@@ -36,6 +38,7 @@ import argparse
 import concurrent.futures
 import csv
 import dataclasses
+import json
 import math
 import os
 import pathlib
@@ -48,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from harness import environment, plots, scoring
+from harness import environment, plots, provenance, scoring
 from harness.grid import make_program
 from harness.problems import Task, make_tasks
 
@@ -438,44 +441,47 @@ def rank_table(rows: list[dict[str, Any]], tasks: list[Task]) -> list[str]:
     return lines
 
 
-def _compare(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
-    """Welch-like t statistic of a[key] - b[key] over seeds (0 when both equal)."""
-    mean_a, mean_b = a[f"{key}_mean"], b[f"{key}_mean"]
-    if not (math.isfinite(mean_a) and math.isfinite(mean_b)):
-        return math.inf if mean_a > mean_b else -math.inf
-    var = (a[f"{key}_std"] ** 2) / a["seeds"] + (b[f"{key}_std"] ** 2) / b["seeds"]
-    if mean_a == mean_b:
-        return 0.0
-    return (
-        (mean_a - mean_b) / math.sqrt(var)
-        if var > 0
-        else math.copysign(math.inf, mean_a - mean_b)
-    )
+# The noise rule for every comparison of an AAdam optimizer with its Optax
+# optimizer, fixed before the run: the reported seeds give both the same
+# initial parameters, batches and noise, so the per-seed differences are
+# paired, and a difference counts only when a two-sided paired t-test rejects
+# equality at this level; otherwise it is a tie.
+ALPHA = 0.05
+
+
+def _reported(cell: Cell, values: np.ndarray, i: int) -> np.ndarray:
+    """`values[i]` over the reported (not tuning) seeds."""
+    return values[i, cell.tuning :]
 
 
 def robustness_lines(cells: list[Cell]) -> list[str]:
     """Each pair at equal learning rates above the Optax optimizer's chosen one."""
     lines = []
     for accelerated, base in PAIRS:
-        fewer, more = [], []
+        tally = scoring.Tally()
         for a, b in _pairs_of_cells(cells, accelerated, base):
-            steps_a = a.steps_to_target[0][:, a.tuning :].mean(-1)
-            steps_b = b.steps_to_target[0][:, b.tuning :].mean(-1)
+            steps_a, steps_b = a.steps_to_target[0], b.steps_to_target[0]
             for i in range(b.best + 1, len(b.learning_rates)):
-                note = (
+                x, y = _reported(a, steps_a, i), _reported(b, steps_b, i)
+                tally.add(
+                    scoring.paired_test(x, y, ALPHA),
                     f"{a.task.name} at {b.learning_rates[i]:.3g}: "
-                    f"{steps_a[i]:.1f} vs {steps_b[i]:.1f}"
+                    f"{x.mean():.1f} vs {y.mean():.1f}",
                 )
-                if steps_a[i] < steps_b[i]:
-                    fewer.append(note)
-                elif steps_a[i] > steps_b[i]:
-                    more.append(note)
         lines.append(
             f"- **Above `{base}`'s chosen learning rate** (equal rates, mean steps "
             f"over reported seeds), `{accelerated}` took fewer steps at "
-            f"{len(fewer)} (task, rate) point(s) and more at {len(more)}"
-            + (f"; fewer: {'; '.join(fewer)}" if fewer else "")
-            + (f"; more: {'; '.join(more)}" if more else "")
+            f"{len(tally.wins)} (task, rate) point(s), more at {len(tally.losses)} "
+            f"and tied at {len(tally.ties)}"
+            + "".join(
+                f"; {label}: {'; '.join(notes)}"
+                for label, notes in (
+                    ("fewer", tally.wins),
+                    ("more", tally.losses),
+                    ("tied", tally.ties),
+                )
+                if notes
+            )
             + "."
         )
     return lines
@@ -494,37 +500,43 @@ def summary_lines(
 ) -> list[str]:
     """Plain-language findings, each computed from the rows."""
     by = {(r["task"], r["optimizer"]): r for r in rows}
+    cell_of = {(c.task.name, c.optimizer): c for c in cells}
     lines = []
     for accelerated, base in PAIRS:
-        faster, slower, same = [], [], []
-        lower, higher = [], []
+        steps, losses = scoring.Tally(), scoring.Tally()
         for task in tasks:
             a, b = by[(task.name, accelerated)], by[(task.name, base)]
-            t_steps = _compare(a, b, "steps")
+            ca, cb = cell_of[(task.name, accelerated)], cell_of[(task.name, base)]
             ratio = a["steps_mean"] / max(b["steps_mean"], 1e-12)
-            note = f"{task.name} ×{ratio:.2f}"
-            if a["reached"] == 0 and b["reached"] == 0:
-                same.append(f"{task.name} (neither reached)")
-            elif t_steps <= -2:
-                faster.append(note)
-            elif t_steps >= 2:
-                slower.append(note)
-            else:
-                same.append(note)
-            t_loss = _compare(a, b, "loss")
+            outcome = scoring.paired_test(
+                _reported(ca, ca.steps_to_target[0], ca.best),
+                _reported(cb, cb.steps_to_target[0], cb.best),
+                ALPHA,
+            )
+            neither = a["reached"] == 0 and b["reached"] == 0
+            steps.add(
+                outcome,
+                f"{task.name} (neither reached)"
+                if neither
+                else f"{task.name} ×{ratio:.2f}",
+            )
             loss_ratio = a["loss_mean"] / max(b["loss_mean"], 1e-30)
-            if t_loss <= -2:
-                lower.append(f"{task.name} ×{loss_ratio:.2g}")
-            elif t_loss >= 2:
-                higher.append(f"{task.name} ×{loss_ratio:.2g}")
+            losses.add(
+                scoring.paired_test(
+                    _reported(ca, ca.loss, ca.best),
+                    _reported(cb, cb.loss, cb.best),
+                    ALPHA,
+                ),
+                f"{task.name} ×{loss_ratio:.2g}",
+            )
         lines.append(
             f"- **`{accelerated}` vs `{base}`**, steps to target (ratio of means): "
-            f"fewer on {len(faster)} task(s) ({', '.join(faster) or '-'}); "
-            f"more on {len(slower)} ({', '.join(slower) or '-'}); "
-            f"no clear difference on {len(same)} ({', '.join(same) or '-'}). "
-            f"Loss clearly lower on {len(lower)} "
-            f"({', '.join(lower) or '-'}), clearly higher on {len(higher)} "
-            f"({', '.join(higher) or '-'})."
+            f"fewer on {len(steps.wins)} task(s) ({', '.join(steps.wins) or '-'}); "
+            f"more on {len(steps.losses)} ({', '.join(steps.losses) or '-'}); "
+            f"tied on {len(steps.ties)} ({', '.join(steps.ties) or '-'}). "
+            f"Loss lower on {len(losses.wins)} ({', '.join(losses.wins) or '-'}), "
+            f"higher on {len(losses.losses)} ({', '.join(losses.losses) or '-'}), "
+            f"tied on {len(losses.ties)}."
         )
     accuracy = []
     for task in tasks:
@@ -564,10 +576,17 @@ def summary_lines(
         + " An edge choice means that optimizer might do better outside the grid."
     )
     lines += robustness_lines(cells)
+    seeds = len(cells[0].curve[0]) - cells[0].tuning
     lines.append(
-        "- A difference is called clear when the means differ by more than two "
-        "standard errors over seeds (a Welch-like t of 2); with few seeds this is "
-        "a rough screen, not a significance test."
+        "- **Ties**: every comparison above pairs the two optimizers seed by seed "
+        "(a seed gives both the same initial parameters, batches and noise) and "
+        "counts a difference (fewer or more steps, lower or higher loss) only "
+        f"when a two-sided paired t-test over the {seeds} reported seeds rejects "
+        f"equality at the {ALPHA:.0%} level (|mean difference| / its standard "
+        f"error > {scoring.paired_critical_t(seeds, ALPHA):.2f}; a difference "
+        "that is the same on every seed counts); otherwise it is a tie. The rule "
+        "is fixed in `benchmarks/convergence.py` (`ALPHA`), not chosen from "
+        "these numbers."
     )
     return lines
 
@@ -582,6 +601,7 @@ def write_markdown(
     command: str,
     wall_seconds: float,
     quick: bool,
+    recorded: dict[str, Any],
 ) -> None:
     out = [
         "# Convergence benchmark: AAdam vs the Adam family",
@@ -599,7 +619,7 @@ def write_markdown(
         "```",
         "",
         f"- Date: {environment.now()}",
-        f"- Versions: {environment.versions()}",
+        *provenance.markdown_lines(recorded),
         f"- Machine: {environment.machine()}. The cores were shared with other "
         "jobs, so the wall time is not a measure of optimizer cost.",
         f"- Wall time of the run: {wall_seconds:.0f} s.",
@@ -681,6 +701,8 @@ def write_markdown(
         "- `convergence.csv`: one row per task × optimizer × learning rate × seed "
         "(`selected` = 1 at the chosen learning rate).",
         "- `convergence_summary.csv`: the per-task tables above as CSV.",
+        "- `convergence_run.json`: the command, wall time, machine and provenance "
+        "(commit, versions, the numerics fingerprint's values).",
         "- `convergence_curves.png`: training objective vs step at each "
         "optimizer's chosen learning rate.",
         "- `convergence_lr.png`: mean steps to target against the learning rate, "
@@ -693,6 +715,15 @@ def write_markdown(
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
+
+FILES = (
+    "convergence.csv",
+    "convergence_summary.csv",
+    "convergence_run.json",
+    "convergence.md",
+    "convergence_curves.png",
+    "convergence_lr.png",
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -775,6 +806,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]
     seeds = np.arange(tuning + n_seeds)
     cells: list[Cell] = []
+    # Recorded before the first run: the code this process imported.
+    recorded = provenance.record(("tqdm",))
 
     def run_task(task: Task) -> dict[str, Any]:
         program = make_program(task, OPTIMIZERS)
@@ -824,6 +857,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = "python benchmarks/convergence.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
+    wall_seconds = time.perf_counter() - start
     write_markdown(
         args.out / "convergence.md",
         rows,
@@ -832,9 +866,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         seeds,
         tuning,
         command.strip(),
-        time.perf_counter() - start,
+        wall_seconds,
         args.quick,
+        recorded,
     )
+    run = {
+        "command": command.strip(),
+        "date": environment.now(),
+        "wall_seconds": wall_seconds,
+        "machine": environment.machine(),
+        "quick": args.quick,
+        "tasks": [t.name for t in tasks],
+        "tuning_seeds": tuning,
+        "reported_seeds": n_seeds,
+        "alpha": ALPHA,
+        "provenance": recorded,
+        "files": list(FILES),
+    }
+    (args.out / "convergence_run.json").write_text(json.dumps(run, indent=1) + "\n")
     print(f"wrote {args.out}/convergence.{{csv,md}}, convergence_summary.csv, PNGs")
 
 

@@ -23,9 +23,13 @@ Protocol, per workload:
 Run `python benchmarks/workloads.py --help` for the options. Results go to
 `--out` (default `benchmarks/results`): `workloads.csv` (one row per run),
 `workloads_curves.csv` (validation curves of the scored runs),
-`workloads_run.json` (the run's settings, versions, machine, wall time),
-`workloads.md` and PNG plots (performance profile, curves, learning-rate sensitivity).
-`--report-only` rewrites the report and plots from those files.
+`workloads_run.json` (the run's settings, machine, wall time, and its
+provenance: commit, versions, numerics fingerprint), `workloads.md` and PNG
+plots (performance profile, curves, learning-rate sensitivity). They are
+written again after each workload, so an interrupted run keeps the workloads
+it finished. `--workloads W --merge` runs only W and keeps the other
+workloads already in `--out`; `--report-only` rewrites the report and plots
+from those files.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from harness import environment, workloads_report
+from harness import environment, provenance, workloads_report
 from harness.models import count_params
 from harness.optimizers import OPTIMIZERS, WARMUP_FRACTION, quasi_random
 from harness.runner import make_train, steps_to_target
@@ -203,6 +207,7 @@ def describe(workload: Workload) -> dict[str, Any]:
         "steps": workload.steps,
         "eval_every": workload.eval_every,
         "batch_size": workload.batch_size,
+        "tie": workload.tie,
         "parameters": count_params(workload.make_model(nnx.Rngs(0))),
     }
 
@@ -239,7 +244,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--seeds", type=int, default=None, help="scored seeds per winner (default 3)"
     )
     parser.add_argument(
-        "--workloads", nargs="+", choices=sorted(WORKLOADS), default=None
+        "--workloads",
+        nargs="+",
+        choices=list(BUDGETS),
+        default=None,
+        help="run only these workloads (default: all)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the results of other workloads already in --out (they must "
+        "come from a run with the same trials, seeds and optimizers)",
     )
     parser.add_argument(
         "--optimizers", nargs="+", choices=sorted(OPTIMIZERS), default=None
@@ -263,6 +278,92 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# Settings that must agree for results of several invocations to be merged.
+SHARED_SETTINGS = ("quick", "trials", "seeds", "optimizers", "search_spaces")
+
+
+def previous_results(
+    out: pathlib.Path, meta: dict[str, Any], replaced: Sequence[str]
+) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """(runs, curves, run JSON) already in `out` for workloads not in `replaced`.
+
+    Raises SystemExit where the stored run's settings differ from `meta`'s.
+    """
+    path = out / "workloads_run.json"
+    if not path.exists():
+        return [], [], {"invocations": [], "workloads": []}
+    old = json.loads(path.read_text())
+    different = [
+        k for k in SHARED_SETTINGS if json.dumps(old.get(k)) != json.dumps(meta[k])
+    ]
+    if different or "invocations" not in old:
+        raise SystemExit(
+            f"--merge: {path} comes from a run with other settings "
+            f"({', '.join(different) or 'no provenance'}); re-run every workload "
+            "without --merge, or pass another --out"
+        )
+
+    def keep(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if r["workload"] not in replaced]
+
+    old["workloads"] = [w for w in old["workloads"] if w["name"] not in replaced]
+    for invocation in old["invocations"]:
+        invocation["workloads"] = [
+            w for w in invocation["workloads"] if w not in replaced
+        ]
+    old["invocations"] = [i for i in old["invocations"] if i["workloads"]]
+    runs = keep(workloads_report.read_csv(out / "workloads.csv"))
+    curves = keep(workloads_report.read_csv(out / "workloads_curves.csv"))
+    return runs, curves, old
+
+
+def store(
+    out: pathlib.Path,
+    meta: dict[str, Any],
+    kept: tuple[list[dict], list[dict], dict[str, Any]],
+    rows: list[dict],
+    curves: list[dict],
+    invocation: dict[str, Any],
+) -> None:
+    """Writes the CSVs, the run JSON and the report: kept and new results."""
+    kept_rows, kept_curves, old = kept
+    order = list(BUDGETS)
+
+    def by_workload(r: dict) -> int:
+        return order.index(r["workload"])
+
+    out.mkdir(parents=True, exist_ok=True)
+    all_rows = sorted(kept_rows + rows, key=by_workload)
+    write_csv(out / "workloads.csv", RUN_COLUMNS, all_rows)
+    write_csv(
+        out / "workloads_curves.csv",
+        CURVE_COLUMNS,
+        sorted(kept_curves + curves, key=by_workload),
+    )
+    described = sorted(
+        old["workloads"] + meta["workloads"], key=lambda w: order.index(w["name"])
+    )
+    run = {
+        **{k: v for k, v in meta.items() if k != "workloads"},
+        "workloads": described,
+        "invocations": old["invocations"] + [invocation],
+        "files": [f"workloads{suffix}" for suffix in FILES],
+    }
+    (out / "workloads_run.json").write_text(json.dumps(run, indent=1) + "\n")
+    workloads_report.write(out)
+
+
+FILES = (
+    ".csv",
+    "_curves.csv",
+    "_run.json",
+    ".md",
+    "_profile.png",
+    "_curves.png",
+    "_sensitivity.png",
+)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     command = "python benchmarks/workloads.py " + " ".join(
@@ -277,28 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     budgets = QUICK_BUDGETS if args.quick else BUDGETS
     unit_points = quasi_random(args.trials)
     seeds = list(range(1, args.seeds + 1))
-    rows: list[dict[str, Any]] = []
-    curves: list[dict[str, Any]] = []
-    described: list[dict[str, Any]] = []
-    per_workload = len(args.optimizers) * (args.trials + args.seeds)
-    with tqdm(total=len(args.workloads) * per_workload, unit="run") as bar:
-        for name in args.workloads:
-            workload = WORKLOADS[name](**budgets[name])
-            described.append(describe(workload))
-            more_rows, more_curves = run_workload(
-                workload, args.optimizers, unit_points, seeds, bar
-            )
-            rows += more_rows
-            curves += more_curves
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out / "workloads.csv", RUN_COLUMNS, rows)
-    write_csv(args.out / "workloads_curves.csv", CURVE_COLUMNS, curves)
-    meta = {
-        "command": command.strip(),
-        "wall_seconds": time.perf_counter() - start,
-        "date": environment.now(),
-        "versions": environment.versions(("mlxtend", "tqdm")),
-        "machine": environment.machine(),
+    meta: dict[str, Any] = {
         "quick": args.quick,
         "trials": args.trials,
         "seeds": seeds,
@@ -308,10 +388,40 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
         "warmup_fraction": WARMUP_FRACTION,
         "target_rule": {"optimizer": TARGET_OPTIMIZER, "fraction": TARGET_FRACTION},
-        "workloads": described,
+        "workloads": [],
     }
-    (args.out / "workloads_run.json").write_text(json.dumps(meta, indent=1) + "\n")
-    workloads_report.write(args.out)
+    # JSON turns the ranges' tuples into lists; compare like with like.
+    meta = json.loads(json.dumps(meta))
+    kept = (
+        previous_results(args.out, meta, args.workloads)
+        if args.merge
+        else ([], [], {"invocations": [], "workloads": []})
+    )
+    invocation: dict[str, Any] = {
+        "command": command.strip(),
+        "date": environment.now(),
+        "machine": environment.machine(),
+        "workloads": [],
+        "wall_seconds": 0.0,
+        # Recorded before the first run: the code this process imported.
+        "provenance": provenance.record(("mlxtend", "tqdm")),
+    }
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
+    per_workload = len(args.optimizers) * (args.trials + args.seeds)
+    with tqdm(total=len(args.workloads) * per_workload, unit="run") as bar:
+        for name in args.workloads:
+            workload = WORKLOADS[name](**budgets[name])
+            more_rows, more_curves = run_workload(
+                workload, args.optimizers, unit_points, seeds, bar
+            )
+            rows += more_rows
+            curves += more_curves
+            meta["workloads"].append(describe(workload))
+            invocation["workloads"].append(name)
+            invocation["wall_seconds"] = time.perf_counter() - start
+            # Stored after every workload: an interrupted run keeps its results.
+            store(args.out, meta, kept, rows, curves, invocation)
     print(f"wrote {args.out}/workloads.{{csv,md}}, workloads_curves.csv and PNGs")
 
 

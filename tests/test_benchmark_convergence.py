@@ -6,6 +6,7 @@ program per task).
 
 from __future__ import annotations
 
+import json
 import math
 import pathlib
 
@@ -196,3 +197,23 @@ def test_markdown_has_tables_command_and_versions(out_dir):
 def test_pngs_are_valid_non_empty_images(out_dir):
     assert_valid_png(out_dir / "convergence_curves.png", 500, 300)
     assert_valid_png(out_dir / "convergence_lr.png", 500, 300)
+
+
+def test_run_json_records_provenance_and_files(out_dir):
+    run = json.loads((out_dir / "convergence_run.json").read_text())
+    assert sorted(run["files"]) == sorted(p.name for p in out_dir.iterdir())
+    recorded = run["provenance"]
+    assert len(recorded["commit"]) == 40 and "optax" in recorded["versions"]
+    assert "aadam[magnitude]" in recorded["numerics"]["values"]
+    text = (out_dir / "convergence.md").read_text()
+    assert f"- Numerics fingerprint: `{recorded['numerics']['hash']}`" in text
+
+
+def test_comparisons_report_ties_by_a_paired_test(out_dir):
+    text = (out_dir / "convergence.md").read_text()
+    summary = [line for line in text.splitlines() if line.startswith("- **`aadam")]
+    assert len(summary) == 6 and all(" tied on " in line for line in summary)
+    above = [line for line in text.splitlines() if line.startswith("- **Above")]
+    assert len(above) == 6 and all(" and tied at " in line for line in above)
+    # The rule, with the critical value for the reported seeds (2 in --quick).
+    assert "paired t-test over the 2 reported seeds" in text and "12.71" in text

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import shutil
+import subprocess
 from collections import defaultdict
 
 import pytest
@@ -29,7 +31,15 @@ def out_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 def test_help_lists_the_options():
     help_text = run_script(SCRIPT, "--help")
-    for option in ("--out", "--quick", "--trials", "--seeds", "--report-only"):
+    for option in (
+        "--out",
+        "--quick",
+        "--trials",
+        "--seeds",
+        "--workloads",
+        "--merge",
+        "--report-only",
+    ):
         assert option in help_text
 
 
@@ -96,6 +106,7 @@ def test_report_has_method_targets_and_plots(out_dir):
         assert f"### {w} (target " in text
     meta = json.loads((out_dir / "workloads_run.json").read_text())
     assert meta["trials"] == TRIALS and meta["seeds"] == [1, 2]
+    assert sorted(meta["files"]) == sorted(p.name for p in out_dir.iterdir())
     for name in ("profile", "curves", "sensitivity"):
         assert_valid_png(out_dir / f"workloads_{name}.png", 300, 200)
 
@@ -105,3 +116,74 @@ def test_report_only_rewrites_the_same_report(out_dir):
     (out_dir / "workloads.md").unlink()
     run_script(SCRIPT, "--report-only", "--out", str(out_dir))
     assert (out_dir / "workloads.md").read_text() == before
+
+
+def test_run_records_its_provenance(out_dir):
+    meta = json.loads((out_dir / "workloads_run.json").read_text())
+    (invocation,) = meta["invocations"]
+    assert invocation["workloads"] == ["mnist_logreg", "bytes_lm"]
+    recorded = invocation["provenance"]
+    assert len(recorded["commit"]) == 40 and "jax" in recorded["versions"]
+    assert set(recorded["numerics"]["values"]) >= {"aadam[sign_change]", "adam"}
+    text = (out_dir / "workloads.md").read_text()
+    assert f"- Numerics fingerprint: `{recorded['numerics']['hash']}`" in text
+    assert f"- Commit: `{recorded['commit'][:12]}`" in text
+
+
+def test_paired_comparisons_count_ties(out_dir):
+    text = (out_dir / "workloads.md").read_text()
+    ties = {
+        w["name"]: w["tie"]
+        for w in json.loads((out_dir / "workloads_run.json").read_text())["workloads"]
+    }
+    assert ties == {"mnist_logreg": 1 / 1000, "bytes_lm": 0.01}
+    assert f"over {len(WORKLOADS) * SEEDS} seed pairs: steps to target fewer in" in text
+    assert "tied of" in text and "**Paired comparisons**" in text
+
+
+def test_merge_replaces_one_workload_and_keeps_the_others(out_dir, tmp_path):
+    merged = tmp_path / "merged"
+    shutil.copytree(out_dir, merged)
+    before = read_csv(merged / "workloads.csv")
+    run_script(
+        SCRIPT,
+        "--quick",
+        "--workloads",
+        "mnist_logreg",
+        "--merge",
+        "--out",
+        str(merged),
+    )
+    after = read_csv(merged / "workloads.csv")
+    assert len(after) == len(before)
+    # The other workload's rows are kept as they were, in the registry's order.
+    assert [r for r in after if r["workload"] == "bytes_lm"] == [
+        r for r in before if r["workload"] == "bytes_lm"
+    ]
+    assert [r["workload"] for r in after] == [r["workload"] for r in before]
+    meta = json.loads((merged / "workloads_run.json").read_text())
+    assert [i["workloads"] for i in meta["invocations"]] == [
+        ["bytes_lm"],
+        ["mnist_logreg"],
+    ]
+    assert [w["name"] for w in meta["workloads"]] == ["mnist_logreg", "bytes_lm"]
+    text = (merged / "workloads.md").read_text()
+    assert "in 2 invocations" in text and text.count("- Numerics fingerprint:") == 2
+
+
+def test_merge_refuses_results_of_other_settings(out_dir, tmp_path):
+    merged = tmp_path / "other"
+    shutil.copytree(out_dir, merged)
+    with pytest.raises(subprocess.CalledProcessError) as error:
+        run_script(
+            SCRIPT,
+            "--quick",
+            "--trials",
+            "3",
+            "--workloads",
+            "mnist_logreg",
+            "--merge",
+            "--out",
+            str(merged),
+        )
+    assert "other settings (trials)" in error.value.stderr

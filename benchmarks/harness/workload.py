@@ -31,6 +31,9 @@ class Workload:
       steps: the step budget.
       eval_every: the validation metric is recorded every this many steps.
       batch_size: mini-batch size (for reports; `sample` already uses it).
+      tie: the largest difference of the validation metric that paired
+        comparisons call a tie, fixed with the workload before any run: the
+        metric's noise, e.g. one validation example for an error rate.
     """
 
     name: str
@@ -45,6 +48,7 @@ class Workload:
     steps: int
     eval_every: int
     batch_size: int
+    tie: float
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.eval_every < 1 or self.steps % self.eval_every:
@@ -52,3 +56,5 @@ class Workload:
                 f"{self.name}: steps ({self.steps}) must be a positive multiple "
                 f"of eval_every ({self.eval_every})"
             )
+        if not self.tie > 0:
+            raise ValueError(f"{self.name}: tie ({self.tie}) must be positive")
