@@ -126,6 +126,7 @@ def test_summary_and_plot(tiny_run):
     aadamw, adamw = rows
     assert aadamw["baseline"] == "adamw" and adamw["baseline"] == ""
     # Two chunks: one ratio after leaving out the first.
+    assert int(aadamw["ratio_chunks"]) == 1
     assert 0 < float(aadamw["step_time_vs_baseline"]) < 10
     for row, value in zip(rows, returned, strict=True):
         assert float(row["best_val_bpb"]) <= float(row["final_val_bpb"]) < 8.0
