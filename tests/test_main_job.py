@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "examples/train_transformer.py"
-TINY = ["--steps", "6", "--eval-every", "3", "--batch-size", "8"]
+TINY = ["--steps", "6", "--chunk", "3", "--eval-every", "3", "--batch-size", "8"]
 TINY += ["--val-windows", "16", "--quiet"]
 
 
@@ -58,8 +58,11 @@ def test_arguments(job):
     args = job.parse_args(["--with-adam", "--lr-adamw", "1e-3"])
     assert args.optimizers == ["aadamw", "adamw", "aadam", "adam"]
     assert args.learning_rates["adamw"] == 1e-3
-    with pytest.raises(SystemExit):  # a chunk that does not divide the steps
-        job.parse_args(["--steps", "10", "--eval-every", "3"])
+    # Evaluations fall between chunks, and every chunk is the same program.
+    with pytest.raises(SystemExit):
+        job.parse_args(["--steps", "10", "--eval-every", "3", "--chunk", "1"])
+    with pytest.raises(SystemExit):
+        job.parse_args(["--steps", "12", "--eval-every", "4", "--chunk", "3"])
 
 
 def test_split_is_by_file_and_deterministic(job):
