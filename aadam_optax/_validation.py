@@ -42,7 +42,8 @@ def _concrete_values(name: str, value: Any) -> np.ndarray | None:
     array = np.asarray(value)
     if array.dtype == np.bool_:
         raise TypeError(f"{name} must be a number, got the boolean array {value!r}.")
-    if not np.issubdtype(array.dtype, np.number):
+    # jnp.issubdtype knows bfloat16 and the other ml_dtypes; NumPy does not.
+    if not jnp.issubdtype(array.dtype, jnp.number):
         raise TypeError(f"{name} must be a number, got {array.dtype} {value!r}.")
     if np.iscomplexobj(array):
         if np.any(array.imag != 0):
@@ -53,11 +54,23 @@ def _concrete_values(name: str, value: Any) -> np.ndarray | None:
     return array.astype(np.float64)
 
 
+def _rounding_hint(value: Any) -> str:
+    """Why a 16-bit array hyperparameter may be out of range."""
+    if isinstance(value, jax.Array) and jnp.finfo(value.dtype).bits == 16:
+        return (
+            " optax.inject_hyperparams casts hyperparameters to the params' "
+            "dtype, where 0.999 rounds to 1: pass hyperparam_dtype=jnp.float32."
+        )
+    return ""
+
+
 def check_decay_rate(name: str, value: Any) -> None:
     """A decay rate (`b2`) must lie in [0, 1)."""
     values = _concrete_values(name, value)
     if values is not None and not np.all((values >= 0.0) & (values < 1.0)):
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+        raise ValueError(
+            f"{name} must be in [0, 1), got {value!r}.{_rounding_hint(value)}"
+        )
 
 
 def check_acceleration_weight(value: Any) -> None:
@@ -80,7 +93,9 @@ def check_acceleration_weight(value: Any) -> None:
             "at b1 = 1 the first moment m_n = b1 m_{n-1} + (1 - b1) g_n never "
             "leaves 0 (and above 1 it grows without bound)"
         )
-    raise ValueError(f"b1 must be in (0, 1), got {value!r}: {reason}.")
+    raise ValueError(
+        f"b1 must be in (0, 1), got {value!r}: {reason}.{_rounding_hint(value)}"
+    )
 
 
 def check_non_negative(name: str, value: Any) -> None:
