@@ -45,9 +45,14 @@ def state_shardings(
       A pytree with the structure of ``optimizer.init(params)`` whose leaves are
       ``jax.sharding.Sharding`` objects.
 
+    Params that are not placed on devices (Python numbers, NumPy arrays) have
+    no sharding of their own: their state leaves are replicated over the
+    params' mesh, or go to the default device, as ``init`` would put them.
+    Empty params give a state on the default device.
+
     Raises:
-      ValueError: if a params leaf has no sharding, or the params' shardings
-        do not share one mesh or one device.
+      ValueError: if a ``jax.ShapeDtypeStruct`` leaf has no sharding, or the
+        params' shardings do not share one mesh or one device.
 
     Examples:
       >>> import jax
@@ -73,11 +78,21 @@ def state_shardings(
             f"function, got {type(optimizer).__name__}"
         )
     param_leaves = jax.tree_util.tree_leaves_with_path(params)
-    shardings_by_path = {
-        tuple(path): (leaf.shape, _sharding_of(path, leaf))
+    placed = {
+        tuple(path): (jax.numpy.shape(leaf), _sharding_of(path, leaf))
         for path, leaf in param_leaves
     }
+    shardings_by_path = {
+        path: (shape, sharding)
+        for path, (shape, sharding) in placed.items()
+        if sharding is not None
+    }
     replicated = _replicated(shardings_by_path)
+    shardings_by_path.update(
+        (path, (shape, replicated))
+        for path, (shape, sharding) in placed.items()
+        if sharding is None
+    )
 
     def sharding_for(path: KeyPath, leaf: jax.ShapeDtypeStruct) -> Sharding:
         # Longest suffix first: with params {"a": {"b": x}, "b": y}, the state
@@ -92,7 +107,10 @@ def state_shardings(
     return jax.tree_util.tree_map_with_path(sharding_for, abstract_state)
 
 
-def _sharding_of(path: KeyPath, leaf: Any) -> Sharding:
+def _sharding_of(path: KeyPath, leaf: Any) -> Sharding | None:
+    """The leaf's sharding; None for a host value (a number, a NumPy array)."""
+    if not isinstance(leaf, jax.Array | jax.ShapeDtypeStruct):
+        return None
     sharding = getattr(leaf, "sharding", None)
     if not isinstance(sharding, NamedSharding | SingleDeviceSharding):
         raise ValueError(
@@ -107,6 +125,10 @@ def _sharding_of(path: KeyPath, leaf: Any) -> Sharding:
 def _replicated(shardings_by_path: dict[KeyPath, tuple[Any, Sharding]]) -> Sharding:
     """The sharding that puts a full copy on every device the params use."""
     shardings = {sharding for _, sharding in shardings_by_path.values()}
+    if not shardings:
+        # No placed params (none at all, or only host values): where init
+        # puts the state.
+        return SingleDeviceSharding(jax.devices()[0])
     meshes = {s.mesh for s in shardings if isinstance(s, NamedSharding)}
     if len(meshes) == 1 and all(isinstance(s, NamedSharding) for s in shardings):
         return NamedSharding(meshes.pop(), PartitionSpec())

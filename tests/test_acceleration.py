@@ -243,3 +243,27 @@ def test_donated_training_step_compiles_without_buffer_copies(variant, dtype):
     entry = compiled.as_text().split("ENTRY", 1)[1]
     copies = [line for line in entry.splitlines() if " copy(" in line]
     assert not [line for line in copies if "[4096]" in line or "[64]" in line], copies
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_export_for_an_accelerator_carries_no_cpu_ordering(platform: str) -> None:
+    """The CPU-only ordering of the sign after the update is chosen where the
+    step is lowered: a step exported for GPU or TPU from this CPU host has no
+    more operations than Optax's Adam has beyond the sign itself (no slice of
+    the update, no min(|u|, 0)), while one exported for CPU keeps it."""
+    params = {"w": jnp.zeros((4, 3))}
+    grads = {"w": jnp.ones((4, 3))}
+
+    def exported(tx: optax.GradientTransformation, target: str) -> str:
+        step = jax.jit(lambda g, s, p: tx.update(g, s, p))
+        module = jax.export.export(step, platforms=[target])(
+            grads, tx.init(params), params
+        )
+        return module.mlir_module()
+
+    aadam_text = exported(aadam_optax.aadam(0.1), platform)
+    adam_text = exported(optax.adam(0.1), platform)
+    for op in ("stablehlo.slice", "stablehlo.minimum"):
+        assert aadam_text.count(op) == adam_text.count(op), op
+    cpu_text = exported(aadam_optax.aadam(0.1), "cpu")
+    assert cpu_text.count("stablehlo.minimum") > adam_text.count("stablehlo.minimum")

@@ -188,7 +188,7 @@ SCRIPT = textwrap.dedent(
     other = jax.make_mesh((2, 4), ("data", "model"), axis_types=AUTO)
     elsewhere = NamedSharding(other, P())
     mixed = dict(params, replicated=jax.device_put(VALUES["replicated"], elsewhere))
-    unplaced = {"w": VALUES["rows"]}
+    unplaced = {"w": jax.ShapeDtypeStruct(VALUES["rows"].shape, VALUES["rows"].dtype)}
     for bad, message in ((mixed, "one common mesh"), (unplaced, "params['w']")):
         try:
             ao.state_shardings(opt, bad)
@@ -228,9 +228,27 @@ def test_single_device_params_keep_their_device():
     assert all(s == device for s in jax.tree.leaves(shardings))
 
 
-def test_unplaced_params_are_refused_by_name():
+def test_abstract_params_without_sharding_are_refused_by_name():
+    params = {"w": jax.ShapeDtypeStruct((3,), jnp.float32)}
     with pytest.raises(ValueError, match=r"params\['w'\]"):
-        aadam_optax.state_shardings(optax.adam(1e-3), {"w": np.zeros(3)})
+        aadam_optax.state_shardings(optax.adam(1e-3), params)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"s": 2.0}, {"s": 2.0, "w": jnp.ones(3)}, {"n": np.zeros(3)}],
+    ids=["empty", "float", "float-and-array", "numpy"],
+)
+def test_params_init_accepts_get_shardings_init_can_use(params):
+    """Wherever init works, so does state_shardings: host values (a Python
+    float, a NumPy array) and empty params get the default device, where
+    init puts their state."""
+    tx = aadam_optax.aadamw(1e-3)
+    shardings = aadam_optax.state_shardings(tx, params)
+    state = jax.jit(tx.init, out_shardings=shardings)(params)
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    for leaf in jax.tree.leaves(state):
+        assert leaf.sharding.is_equivalent_to(default, leaf.ndim)
 
 
 def test_a_non_optimizer_is_refused():
@@ -238,15 +256,15 @@ def test_a_non_optimizer_is_refused():
         aadam_optax.state_shardings(3, {"w": jnp.zeros(3)})
 
 
-def test_readme_orbax_recipe_restores_onto_the_target():
-    readme = (REPO / "README.md").read_text()
+def test_guide_orbax_recipe_restores_onto_the_target():
+    guide = (REPO / "docs" / "guide.md").read_text()
     (block,) = [
         block
-        for block in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+        for block in re.findall(r"```python\n(.*?)```", guide, flags=re.DOTALL)
         if "state_shardings" in block
     ]
     namespace: dict = {}
-    exec(block, namespace)  # noqa: S102 - the README's own recipe
+    exec(block, namespace)  # noqa: S102 - the guide's own recipe
     restored, saved = namespace["restored"], namespace["state"]
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved), strict=True):
         assert a.dtype == b.dtype and a.sharding == b.sharding
