@@ -267,3 +267,41 @@ def test_export_for_an_accelerator_carries_no_cpu_ordering(platform: str) -> Non
         assert aadam_text.count(op) == adam_text.count(op), op
     cpu_text = exported(aadam_optax.aadam(0.1), "cpu")
     assert cpu_text.count("stablehlo.minimum") > adam_text.count("stablehlo.minimum")
+
+
+@pytest.mark.parametrize(
+    "grads, b2, finite_from",
+    [
+        # v underflows to 0 for two steps (m / 0 = inf), then recovers.
+        ([1e-25, 1e-25, 1.0, 1.0, -1.0], 0.999, 2),
+        # b2 = 0: a zero gradient leaves v = 0 under m != 0 (inf), then
+        # c_n = 0 on the next step, where 0 * inf used to give NaN for good.
+        ([1.0, 0.0, 1.0], 0.0, 2),
+    ],
+)
+def test_an_infinite_direction_does_not_poison_a_zero_coefficient(
+    grads: list[float], b2: float, finite_from: int
+) -> None:
+    """From the issue's two examples: wherever Adam's own update is finite
+    again and c_n = 0 or the memory is finite, AAdam's is finite too; it is
+    never NaN where the rule (docs/algorithms.md) gives a number."""
+    ours, adam = aadam_optax.aadam(0.1, b2=b2, eps=0.0), optax.adam(0.1, b2=b2, eps=0.0)
+    params = jnp.zeros(1)
+    ours_state, adam_state = ours.init(params), adam.init(params)
+    prev_update, prev_sign = 0.0, 0.0
+    for n, g in enumerate(grads):
+        grad = jnp.array([g], jnp.float32)
+        update, ours_state = ours.update(grad, ours_state, params)
+        adam_update, adam_state = adam.update(grad, adam_state, params)
+        a = -float(adam_update[0]) / 0.1
+        c = float(np.sign(g)) * prev_sign
+        term = 0.0 if c == 0 else c * prev_update
+        expected = 0.9 * a + 0.1 * term
+        assert not np.isnan(update[0])
+        if np.isfinite(expected):
+            np.testing.assert_allclose(-float(update[0]) / 0.1, expected, rtol=1e-6)
+        else:
+            assert float(-update[0] / 0.1) == expected
+        if n >= finite_from and np.isfinite(a) and np.isfinite(term):
+            assert np.isfinite(update[0])
+        prev_update, prev_sign = float(ours_state[0].prev_update[0]), float(np.sign(g))
