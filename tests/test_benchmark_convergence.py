@@ -211,7 +211,8 @@ def test_run_json_records_provenance_and_files(out_dir):
 
 def test_comparisons_report_ties_by_a_paired_test(out_dir):
     text = (out_dir / "convergence.md").read_text()
-    summary = [line for line in text.splitlines() if line.startswith("- **`aadam")]
+    # One line per pair: aadam_*, aadamw, aadamax and aamsgrad.
+    summary = [line for line in text.splitlines() if line.startswith("- **`aa")]
     assert len(summary) == 6 and all(" tied on " in line for line in summary)
     above = [line for line in text.splitlines() if line.startswith("- **Above")]
     assert len(above) == 6 and all(" and tied at " in line for line in above)
