@@ -56,7 +56,11 @@ def _concrete_values(name: str, value: Any) -> np.ndarray | None:
 
 def _rounding_hint(value: Any) -> str:
     """Why a 16-bit array hyperparameter may be out of range."""
-    if isinstance(value, jax.Array) and jnp.finfo(value.dtype).bits == 16:
+    if (
+        isinstance(value, jax.Array)
+        and jnp.issubdtype(value.dtype, jnp.inexact)
+        and jnp.finfo(value.dtype).bits == 16
+    ):
         return (
             " optax.inject_hyperparams casts hyperparameters to the params' "
             "dtype, where 0.999 rounds to 1: pass hyperparam_dtype=jnp.float32."
@@ -83,18 +87,19 @@ def check_acceleration_weight(value: Any) -> None:
     values = _concrete_values("b1", value)
     if values is None or np.all((values > 0.0) & (values < 1.0)):
         return
+    reason = ""
     if np.any(values <= 0.0):
         reason = (
-            "at b1 = 0 the current direction gets no weight in the accelerated "
+            ": at b1 = 0 the current direction gets no weight in the accelerated "
             "update, which then stays zero forever"
         )
-    else:
+    elif np.any(values >= 1.0):
         reason = (
-            "at b1 = 1 the first moment m_n = b1 m_{n-1} + (1 - b1) g_n never "
+            ": at b1 = 1 the first moment m_n = b1 m_{n-1} + (1 - b1) g_n never "
             "leaves 0 (and above 1 it grows without bound)"
         )
     raise ValueError(
-        f"b1 must be in (0, 1), got {value!r}: {reason}.{_rounding_hint(value)}"
+        f"b1 must be in (0, 1), got {value!r}{reason}.{_rounding_hint(value)}"
     )
 
 

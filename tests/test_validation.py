@@ -67,6 +67,8 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
         (jnp.array([0.9, 1.0]), ValueError, ACCELERATION_WEIGHT),
         (jnp.array(0.9 + 0.1j), TypeError, NUMBER),
         (jnp.array(True), TypeError, NUMBER),
+        (jnp.array(2), ValueError, ACCELERATION_WEIGHT + ".*: at b1 = 1"),
+        (NAN, ValueError, ACCELERATION_WEIGHT + r", got nan\.$"),
     ],
     "b2": [
         (1.0, ValueError, DECAY_RATE),
