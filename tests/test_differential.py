@@ -393,6 +393,10 @@ def _check_direction(
         )
     ):
         what = f"u_n[{leaf!r}] part {part}"
+        # Rounded to our dtype (kept stable, where Optax's may widen), which
+        # can overflow to inf.
+        with np.errstate(over="ignore"):
+            wanted = wanted.astype(actual.dtype).astype(np.float64)
         actual = np.asarray(actual, np.float64)
         known = np.isfinite(a)  # where Optax's a_n is finite
         for pattern in (np.isnan, np.isposinf, np.isneginf):
