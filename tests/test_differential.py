@@ -7,7 +7,9 @@ random configuration and gradient sequence, inside the same Optax wrapper:
 the aliases against `optax.adam`, `adamw`, `adamax` and `amsgrad`. After every
 step:
 
-* `count`, `mu`, `nu` and `nu_max` are Optax's bit for bit;
+* `count`, `mu`, `nu` and `nu_max` are Optax's bit for bit (to 2 units in
+  the last place where a wrapper computes the gradient in the same program:
+  XLA may fuse two different programs' arithmetic differently);
 * the direction obeys `u_n = b1 a_n + (1 - b1) c_n u_{n-1}` (docs/algorithms.md)
   with `a_n` taken from Optax's own update, to rounding, with the same
   non-finite pattern wherever Optax's `a_n` is finite;
@@ -270,6 +272,26 @@ def _assert_bitwise(ours: Any, theirs: Any, what: str) -> None:
         assert a[~nan].tobytes() == b[~nan].tobytes(), (what, a, b)
 
 
+def _assert_within_ulps(ours: Any, theirs: Any, what: str, ulps: int = 2) -> None:
+    """Bitwise but for a few units in the last place.
+
+    Where the gradient that reaches the moments is computed in the same
+    compiled program (MultiSteps' mean, clipping's scale), XLA fuses it with
+    the moment's update differently in two different programs (a multiply and
+    an add contracted or not), so the last bit may differ: rounding, not
+    arithmetic.
+    """
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape, what
+    for a, b in zip(_parts(ours), _parts(theirs), strict=True):
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        for pattern in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(pattern(a), pattern(b), err_msg=what)
+        finite = np.isfinite(a)
+        spacing = np.spacing(np.abs(b[finite]).astype(ours.real.dtype))
+        assert np.all(np.abs(a - b)[finite] <= ulps * spacing.astype(np.float64)), what
+
+
 def _dtype_eps(dtype: Any) -> float:
     return float(jnp.finfo(jnp.dtype(dtype)).eps)
 
@@ -295,7 +317,10 @@ def _check_moments(
             # Ours keeps the dtype it was initialised with (stable-dtypes).
             assert mine.dtype == first.dtype, (what, mine.dtype, first.dtype)
             if mine.dtype == other.dtype and not _complex_hyperparameters(case, mine):
-                _assert_bitwise(mine, other, what)
+                if case.wrapper in RAW_GRADIENT_WRAPPERS:
+                    _assert_bitwise(mine, other, what)
+                else:
+                    _assert_within_ulps(mine, other, what)
                 continue
             if mine.dtype == other.dtype:
                 # Optax multiplied by complex hyperparameters (stable-dtypes):
