@@ -88,7 +88,7 @@ def scale_by_aadam(
     _validation.check_adam_family(
         b1, b2, eps, eps_root, variant, mu_dtype, prev_update_dtype
     )
-    _validation.check_bool("nesterov", nesterov)
+    nesterov = _validation.optax_flag("nesterov", nesterov)
     _validation.check_bool("bias_correction", bias_correction)
     b1, b2, eps, eps_root = _directions.real(b1, b2, eps, eps_root)
 

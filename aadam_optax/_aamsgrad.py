@@ -85,8 +85,12 @@ def scale_by_aamsgrad(
     _validation.check_adam_family(
         b1, b2, eps, eps_root, variant, mu_dtype, prev_update_dtype
     )
-    _validation.check_bool("bias_correction_mu", bias_correction_mu)
-    _validation.check_bool("bias_correction_nu", bias_correction_nu)
+    bias_correction_mu = _validation.optax_flag(
+        "bias_correction_mu", bias_correction_mu
+    )
+    bias_correction_nu = _validation.optax_flag(
+        "bias_correction_nu", bias_correction_nu
+    )
     b1, b2, eps, eps_root = _directions.real(b1, b2, eps, eps_root)
 
     def init_fn(params: optax.Params) -> ScaleByAAMSGradState:

@@ -48,9 +48,10 @@ def _rule(
         memory = jnp.abs(prev_update)
     else:
         raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}.")
-    # A zero coefficient contributes exactly 0, even against an infinite
-    # memory (IEEE's 0 * inf is NaN): the first step after a zero gradient, or
-    # a direction that overflowed once, must not turn into NaN for good.
+    # A zero coefficient contributes exactly 0, even against an infinite or
+    # NaN memory (IEEE's 0 * inf is NaN): as sign(0) = 0 means, a zero gradient
+    # takes no memory, and a direction that overflowed once must not turn
+    # into NaN for good.
     term = jnp.where(coefficient == 0, jnp.zeros_like(memory), coefficient * memory)
     return b1 * direction + (1 - b1) * term
 
@@ -251,8 +252,10 @@ def accelerate(
     optax.scale_by_learning_rate(lr))` is `aadam_optax.aadam(lr, b1=b1)` to
     rounding, with one exception: at `eps = eps_root = 0`, for a component
     whose gradients have all been zero, `optax.scale_by_adam` divides 0 by 0
-    and returns NaN, which then stays in `prev_update`; `aadam` defines that
-    direction as 0.
+    and returns NaN, and so does its accelerated direction; `aadam` defines
+    that direction as 0. A zero coefficient `c_n` (a zero gradient) then
+    contributes nothing, so such a NaN leaves `prev_update` at the next step
+    whose gradient is zero or first nonzero.
 
     Args:
       inner: the transformation whose direction is accelerated (for example

@@ -54,12 +54,13 @@ def _concrete_values(name: str, value: Any) -> np.ndarray | None:
     return array.astype(np.float64)
 
 
-def _rounding_hint(value: Any) -> str:
-    """Why a 16-bit array hyperparameter may be out of range."""
+def _rounding_hint(value: Any, values: np.ndarray) -> str:
+    """Why a 16-bit array hyperparameter may be exactly 1."""
     if (
         isinstance(value, jax.Array)
         and jnp.issubdtype(value.dtype, jnp.inexact)
         and jnp.finfo(value.dtype).bits == 16
+        and np.any(values == 1.0)
     ):
         return (
             " optax.inject_hyperparams casts hyperparameters to the params' "
@@ -73,7 +74,7 @@ def check_decay_rate(name: str, value: Any) -> None:
     values = _concrete_values(name, value)
     if values is not None and not np.all((values >= 0.0) & (values < 1.0)):
         raise ValueError(
-            f"{name} must be in [0, 1), got {value!r}.{_rounding_hint(value)}"
+            f"{name} must be in [0, 1), got {value!r}.{_rounding_hint(value, values)}"
         )
 
 
@@ -88,7 +89,7 @@ def check_acceleration_weight(value: Any) -> None:
     if values is None or np.all((values > 0.0) & (values < 1.0)):
         return
     reason = ""
-    if np.any(values <= 0.0):
+    if np.any(values == 0.0):
         reason = (
             ": at b1 = 0 the current direction gets no weight in the accelerated "
             "update, which then stays zero forever"
@@ -99,7 +100,7 @@ def check_acceleration_weight(value: Any) -> None:
             "leaves 0 (and above 1 it grows without bound)"
         )
     raise ValueError(
-        f"b1 must be in (0, 1), got {value!r}{reason}.{_rounding_hint(value)}"
+        f"b1 must be in (0, 1), got {value!r}{reason}.{_rounding_hint(value, values)}"
     )
 
 
@@ -130,6 +131,25 @@ def check_variant(variant: Any) -> None:
 def check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}.")
+
+
+def optax_flag(name: str, value: Any) -> bool:
+    """An Optax switch (`nesterov`, `bias_correction_mu`): what Optax's `if`
+    reads it as, for the values that mean a boolean (a bool, a NumPy or JAX
+    boolean scalar, the integers 0 and 1). A string or None is refused: Optax
+    would read "False" as true."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if (
+        isinstance(value, np.ndarray | jax.Array)
+        and not isinstance(value, jax.core.Tracer)
+        and np.shape(value) == ()
+        and (jnp.issubdtype(value.dtype, jnp.bool_) or value in (0, 1))
+    ):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}.")
 
 
 def check_transformation(name: str, value: Any, example: str) -> None:

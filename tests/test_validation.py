@@ -115,9 +115,13 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
         ("False", TypeError, "must be True or False"),
         (None, TypeError, "must be True or False"),
     ],
+    # Optax's own switches take what Optax reads as a boolean, but not a
+    # string or None (Optax would read "False" as true; docs/deviations.md).
     "nesterov": [
-        (1, TypeError, "must be True or False"),
         ("True", TypeError, "must be True or False"),
+        ("False", TypeError, "must be True or False"),
+        (None, TypeError, "must be True or False"),
+        (2, TypeError, "must be True or False"),
     ],
     "mu_dtype": [
         (jnp.int32, TypeError, DTYPE),
@@ -132,8 +136,8 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
 }
 BAD_VALUES["eps_root"] = BAD_VALUES["eps"]
 BAD_VALUES["weight_decay"] = BAD_VALUES["learning_rate"]
-BAD_VALUES["bias_correction_mu"] = BAD_VALUES["bias_correction"]
-BAD_VALUES["bias_correction_nu"] = BAD_VALUES["bias_correction"]
+BAD_VALUES["bias_correction_mu"] = BAD_VALUES["nesterov"]
+BAD_VALUES["bias_correction_nu"] = BAD_VALUES["nesterov"]
 BAD_VALUES["prev_update_dtype"] = [
     *BAD_VALUES["mu_dtype"],
     # mu_dtype may be complex, as in Optax; prev_update_dtype, AAdam's own, not.
@@ -217,6 +221,10 @@ EDGE_VALUES: list[tuple[str, Any]] = [
     ("b1", np.array(0.5)),
     ("b1", jnp.array(0.9 + 0j)),
     ("nesterov", True),
+    ("nesterov", np.True_),
+    ("nesterov", 1),
+    ("bias_correction_mu", jnp.array(False)),
+    ("bias_correction_nu", 0),
     ("bias_correction_mu", False),
     ("bias_correction_nu", False),
     ("mu_dtype", jnp.complex64),
