@@ -491,6 +491,11 @@ def _run_case(case: Case, raw_grads: list[dict[str, np.ndarray]]) -> set[str]:
         # cond): Optax cannot run this combination; ours did (stable-dtypes).
         assert "cond branches must have equal output types" in str(error)
         return {"stable-dtypes"}
+    except ValueError as error:
+        # Optax casts a complex moment to a real dtype, which JAX deprecates
+        # (a warning now, an error later): ours keeps it complex.
+        assert _COMPLEX_CAST in str(error)
+        return {"complex-mu-dtype"}
     initial = _inner(ours_states[0], ours_cls)
     leaves = ["w"] if case.wrapper == "masked" else list(SHAPES)
     for n, grad in enumerate(grads):
@@ -769,18 +774,25 @@ def _zero_over_zero() -> None:
         assert np.isfinite(ours_updates[-1][1])
 
 
+# JAX's message when a complex array is cast to a real dtype, once the current
+# deprecation warning becomes an error.
+_COMPLEX_CAST = "Casting from complex to real"
+
+
 def _complex_mu_dtype() -> None:
     params = jnp.zeros(2, jnp.complex64)
     grad = jnp.array([1 + 2j, -1j], jnp.complex64)
-    ours, theirs = (
-        tx.update(grad, tx.init(params))[1]
-        for tx in (
-            ao.scale_by_aadam(mu_dtype=jnp.float32),
-            optax.scale_by_adam(mu_dtype=jnp.float32),
-        )
-    )
-    assert ours.mu.dtype == jnp.complex64 and theirs.mu.dtype == jnp.float32
+    tx = ao.scale_by_aadam(mu_dtype=jnp.float32)
+    ours = tx.update(grad, tx.init(params))[1]
+    assert ours.mu.dtype == jnp.complex64
     np.testing.assert_array_equal(np.imag(ours.mu), 0.1 * np.imag(grad))
+    tx = optax.scale_by_adam(mu_dtype=jnp.float32)
+    try:
+        theirs = tx.update(grad, tx.init(params))[1]
+    except ValueError as error:  # a later JAX refuses Optax's cast
+        assert _COMPLEX_CAST in str(error)
+        return
+    assert theirs.mu.dtype == jnp.float32
     np.testing.assert_array_equal(np.real(ours.mu), theirs.mu)
 
 
@@ -807,7 +819,11 @@ def _stable_dtypes() -> None:
     updates, state = jax.jit(tx.update)(grad, tx.init(mixed), mixed)
     assert updates["r"].dtype == jnp.float32 and updates["c"].dtype == jnp.complex64
     tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.1)
-    updates, _ = jax.jit(tx.update)(grad, tx.init(mixed), mixed)
+    try:
+        updates, _ = jax.jit(tx.update)(grad, tx.init(mixed), mixed)
+    except ValueError as error:  # a later JAX refuses Optax's cast of nu
+        assert _COMPLEX_CAST in str(error)
+        return
     assert updates["r"].dtype == jnp.complex64
 
 
