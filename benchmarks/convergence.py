@@ -473,15 +473,7 @@ def robustness_lines(cells: list[Cell]) -> list[str]:
             f"over reported seeds), `{accelerated}` took fewer steps at "
             f"{len(tally.wins)} (task, rate) point(s), more at {len(tally.losses)} "
             f"and tied at {len(tally.ties)}"
-            + "".join(
-                f"; {label}: {'; '.join(notes)}"
-                for label, notes in (
-                    ("fewer", tally.wins),
-                    ("more", tally.losses),
-                    ("tied", tally.ties),
-                )
-                if notes
-            )
+            + tally.notes("fewer", "more", "tied")
             + "."
         )
     return lines

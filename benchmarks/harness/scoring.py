@@ -146,3 +146,15 @@ class Tally:
             f"{len(self.wins)} {win}, {len(self.losses)} {loss}, "
             f"{len(self.ties)} {tie} of {self.total}"
         )
+
+    def notes(self, win: str = "won", loss: str = "lost", tie: str = "tied") -> str:
+        """E.g. "; lower: a; b; tied: c", the notes of each non-empty outcome."""
+        return "".join(
+            f"; {label}: {'; '.join(notes)}"
+            for label, notes in (
+                (win, self.wins),
+                (loss, self.losses),
+                (tie, self.ties),
+            )
+            if notes
+        )

@@ -438,17 +438,7 @@ def _sensitivity_lines(results: Results) -> list[str]:
             f"same rates for both; single seed each), `{accelerated}` ended with a "
             f"validation metric {tally.counts('lower', 'higher')} paired trials; a "
             "tie is a difference within the workload's tie (one validation example, "
-            "or 0.01 bits per byte)"
-            + "".join(
-                f"; {label}: {'; '.join(notes)}"
-                for label, notes in (
-                    ("lower", tally.wins),
-                    ("higher", tally.losses),
-                    ("tied", tally.ties),
-                )
-                if notes
-            )
-            + "."
+            "or 0.01 bits per byte)" + tally.notes("lower", "higher", "tied") + "."
         )
     at_top = [
         f"{w}/`{o}`"
