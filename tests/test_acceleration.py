@@ -305,3 +305,22 @@ def test_an_infinite_direction_does_not_poison_a_zero_coefficient(
         if n >= finite_from and np.isfinite(a) and np.isfinite(term):
             assert np.isfinite(update[0])
         prev_update, prev_sign = float(ours_state[0].prev_update[0]), float(np.sign(g))
+
+
+def test_a_zero_gradient_clears_a_nan_memory() -> None:
+    """docs/algorithms.md: a zero coefficient contributes exactly 0, even
+    against a NaN u_{n-1}. optax.scale_by_adam(eps=0, eps_root=0) gives 0/0 =
+    NaN for a component whose gradients are all zero; with a zero gradient
+    c_n = 0, so the next u_n is b1 a_n, not NaN."""
+    inner = optax.scale_by_adam(eps=0.0, eps_root=0.0)
+    tx = aadam_optax.accelerate(inner)
+    state, inner_state = tx.init(jnp.zeros(2)), inner.init(jnp.zeros(2))
+    directions, adam = [], []
+    for grad in ([0.0, 1.0], [0.0, 1.0], [1.0, 1.0]):
+        update, state = tx.update(jnp.array(grad), state)
+        direction, inner_state = inner.update(jnp.array(grad), inner_state)
+        directions.append(np.asarray(update))
+        adam.append(np.asarray(direction))
+    assert np.isnan(directions[1][0])  # Optax's 0 / 0, accelerated
+    # Step 3: g = 1 after g = 0, so c_3 = 0 and u_3 = b1 a_3, with Adam's a_3.
+    np.testing.assert_allclose(directions[2][0], 0.9 * adam[2][0], rtol=1e-6)

@@ -423,3 +423,19 @@ def test_integer_or_boolean_param_fails_at_init_naming_its_path(
 def test_integer_param_at_the_root_is_named_as_such(name: str) -> None:
     with pytest.raises(TypeError, match="the root.*int32.*optax.masked"):
         OPTIMIZERS[name]().init(jnp.arange(3, dtype=jnp.int32))
+
+
+def test_a_rounding_hint_only_where_rounding_made_the_value_one() -> None:
+    """inject_hyperparams casts hyperparameters to 16-bit params' dtype, where
+    0.999 becomes 1: that message names hyperparam_dtype; other bad 16-bit
+    values do not get the hint, and a negative b1 is not called zero."""
+    with pytest.raises(ValueError, match="hyperparam_dtype=jnp.float32"):
+        ao.aadam(0.1, b2=jnp.array(0.999, jnp.bfloat16))
+    for kwargs in (
+        {"b1": jnp.array(-0.5, jnp.float16)},
+        {"b2": jnp.array(2.0, jnp.bfloat16)},
+    ):
+        with pytest.raises(ValueError) as info:
+            ao.aadam(0.1, **kwargs)
+        assert "hyperparam_dtype" not in str(info.value)
+        assert "b1 = 0" not in str(info.value)
