@@ -1,43 +1,49 @@
-"""Real workloads, wall-clock time to result: AAdam against the Adam family.
+"""Real workloads: learning-rate tolerance and time to a near-final target.
 
-A scaled-down AlgoPerf (Dahl et al. 2023): fixed workloads with validation
-targets, one workload-agnostic search space per optimizer with the same
-quasi-random trials for every optimizer, time to target as the score, and
-performance profiles across workloads.
+AAdam against Optax's Adam family and three sign-aware relatives (Cautious
+AdamW, Lion, ADOPT), on the same data, schedule, budget, initialisations and
+mini-batches. A scaled-down AlgoPerf (Dahl et al. 2023) with a full
+learning-rate grid in place of a random search.
 
 Protocol, per workload:
 
-1. Tuning: every optimizer trains once (seed 0) at each of the same K
-   quasi-random points of its search space (`harness/optimizers.py`), under a
-   linear warm-up then cosine decay, for the workload's fixed step budget. The
-   trial with the lowest final validation metric wins.
-2. Target: the validation metric that the best `adam` trial has reached at 75 %
-   of the step budget, fixed before any scored run.
-3. Scoring: each winner is re-run on seeds not used for tuning (1, 2, 3, ...);
-   runs of different optimizers are interleaved so that machine noise falls on
-   all of them alike. Steps to target are read from the validation metric,
-   recorded every `eval_every` steps; seconds to target are the measured wall
-   time of the compiled run times the fraction of its steps taken to reach the
-   target.
+1. Grid: every optimizer trains at each of `GRID_POINTS` log-spaced peak
+   learning rates over three decades (`harness/optimizers.py`; the Adam family
+   and ADOPT share one grid, Lion's is a decade lower), under a linear
+   warm-up then cosine decay, for the workload's fixed step budget.
+2. Tuning: seed 0 at every grid point; the point with the lowest final
+   validation metric is the optimizer's chosen rate.
+3. Target, fixed before any scored run: the lowest final validation metric of
+   any Adam-family tuning run, plus `TARGET_MARGIN` times the workload's tie
+   (its resolution: one validation example, or 0.01 bits per byte). A run
+   reaches it when its validation metric, recorded every `eval_every` steps,
+   first falls to it or below.
+4. Scored seeds 1, 2, 3 (not used for tuning) at every grid point: the runs at
+   the chosen rate give time to target; all of them give the learning-rate
+   tolerance, the width of the range where the median final metric is within
+   `TOLERANCE` ties of its best. Both rules are recorded in the run JSON.
 
-Run `python benchmarks/workloads.py --help` for the options. Results go to
-`--out` (default `benchmarks/results`): `workloads.csv` (one row per run),
-`workloads_curves.csv` (validation curves of the scored runs),
-`workloads_run.json` (the run's settings, machine, wall time, and its
-provenance: commit, versions, numerics fingerprint), `workloads.md` and PNG
-plots (performance profile, curves, learning-rate sensitivity). They are
-written again after each workload, so an interrupted run keeps the workloads
-it finished. `--workloads W --merge` runs only W and keeps the other
-workloads already in `--out`; `--report-only` rewrites the report and plots
-from those files.
+The larger model (`bytes_lm_1m`) runs a shorter plan: AAdamW, AdamW and the
+relative with the best time-to-target profile on the full-grid workloads,
+tuned on the `SWEEP` grid points centred on each one's chosen rate for the
+small model, then scored seeds at the chosen rate only.
+
+Runs of different optimizers are interleaved, so machine noise falls on all
+alike. Results go to `--out` (default `benchmarks/results`): `workloads.csv`
+(one row per run), `workloads_curves.csv` (validation curves of the scored
+runs at the chosen rates), `workloads_run.json` (settings, machine, wall time
+and provenance of each invocation), `workloads.md` and PNG plots. Each
+workload's results are stored as it finishes; `--workloads W --merge` runs
+only W and keeps the others, so the study runs in parts; `--report-only`
+rewrites the report and plots from the stored files.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
-import math
 import pathlib
 import sys
 import time
@@ -50,46 +56,66 @@ import numpy as np
 from flax import nnx
 from harness import environment, provenance, workloads_report
 from harness.models import count_params
-from harness.optimizers import OPTIMIZERS, WARMUP_FRACTION, quasi_random
+from harness.optimizers import ADAM_FAMILY, GRID_POINTS, OPTIMIZERS, WARMUP_FRACTION
 from harness.runner import make_train, steps_to_target
 from harness.workload import Workload
 from harness.workloads import WORKLOADS
 
-TARGET_OPTIMIZER = "adam"
-TARGET_FRACTION = 0.75
+# Written down before the runs; recorded in workloads_run.json.
+TARGET_MARGIN = 5  # ties above the best Adam-family final metric
+TOLERANCE = 10  # ties above an optimizer's best median final metric
+SWEEP = 5  # grid points tuned on the larger model
+LARGE_PAIR = ("aadamw", "adamw")
 
-# Step budgets and evaluation intervals: the full suite, and --quick.
-BUDGETS: dict[str, dict[str, Any]] = {
-    "mnist_logreg": {"steps": 1000, "eval_every": 10},
-    "mnist_mlp": {"steps": 1000, "eval_every": 10},
-    "mnist_cnn": {"steps": 500, "eval_every": 20},
-    "bytes_lm": {"steps": 300, "eval_every": 20, "batch_size": 16, "val_windows": 64},
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How one workload is run.
+
+    budget: keyword arguments of the workload (steps, eval_every, ...).
+    reference: for a sweep plan, the full-grid workload whose chosen rates
+      centre the sweep; None for a full grid at every seed.
+    """
+
+    budget: dict[str, Any]
+    reference: str | None = None
+
+
+_LM = {"steps": 300, "eval_every": 20, "batch_size": 16, "val_windows": 64}
+PLANS: dict[str, Plan] = {
+    "mnist_logreg": Plan({"steps": 1000, "eval_every": 10}),
+    "mnist_mlp": Plan({"steps": 1000, "eval_every": 10}),
+    "mnist_cnn": Plan({"steps": 500, "eval_every": 20}),
+    "bytes_lm": Plan(_LM),
+    "bytes_lm_1m": Plan(_LM, reference="bytes_lm"),
 }
-QUICK_BUDGETS: dict[str, dict[str, Any]] = {
-    "mnist_logreg": {"steps": 40, "eval_every": 4},
-    "mnist_mlp": {"steps": 40, "eval_every": 4},
-    "mnist_cnn": {"steps": 20, "eval_every": 4},
-    "bytes_lm": {"steps": 12, "eval_every": 4, "batch_size": 4, "val_windows": 4},
+_QUICK_LM = {"steps": 12, "eval_every": 4, "batch_size": 4, "val_windows": 4}
+QUICK_PLANS: dict[str, Plan] = {
+    "mnist_logreg": Plan({"steps": 40, "eval_every": 4}),
+    # The "larger" model of a smoke test is tiny: it tests the plan, not size.
+    "bytes_lm_1m": Plan(
+        {**_QUICK_LM, "d_model": 16, "n_layers": 1}, reference="mnist_logreg"
+    ),
 }
-QUICK_WORKLOADS = ("mnist_logreg", "bytes_lm")
-QUICK_OPTIMIZERS = ("aadam_sign_change", "adam")
+QUICK_OPTIMIZERS = ("aadamw", "adamw", "lion")
+QUICK_POINTS = 3
 
 RUN_COLUMNS = (
     "workload",
     "optimizer",
     "phase",
-    "trial",
+    "point",
     "seed",
     "learning_rate",
-    "weight_decay",
+    "chosen",
     "steps",
     "eval_every",
+    "initial_metric",
     "final_metric",
     "target",
     "steps_to_target",
     "reached",
     "seconds",
-    "seconds_to_target",
     "compile_seconds",
 )
 CURVE_COLUMNS = ("workload", "optimizer", "seed", "step", "metric")
@@ -103,13 +129,10 @@ class Runner:
         self.programs: dict[str, Any] = {}
         self.compile_seconds: dict[str, float] = {}
 
-    def __call__(
-        self, name: str, hyperparameters: dict[str, float], seed: int
-    ) -> tuple[np.ndarray, float]:
+    def __call__(self, name: str, rate: float, seed: int) -> tuple[np.ndarray, float]:
         """(validation curve, seconds of the compiled run)."""
         w = self.workload
-        h = {k: jnp.float32(v) for k, v in hyperparameters.items()}
-        args = (h, jnp.int32(seed), w.train, w.val)
+        args = ({"learning_rate": jnp.float32(rate)}, jnp.int32(seed), w.train, w.val)
         if name not in self.programs:
             start = time.perf_counter()
             train = make_train(w, OPTIMIZERS[name].make)
@@ -123,83 +146,121 @@ class Runner:
         return np.where(np.isfinite(curve), curve, np.inf), seconds
 
 
+@dataclasses.dataclass
+class Study:
+    """The runs of one workload, recorded as they finish."""
+
+    workload: Workload
+    points: int
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    curves: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.run = Runner(self.workload)
+
+    def record(
+        self, name: str, phase: str, point: int, seed: int, bar: Any
+    ) -> np.ndarray:
+        bar.set_description(f"{self.workload.name} seed {seed} {name}")
+        rate = float(OPTIMIZERS[name].grid(self.points)[point])
+        curve, seconds = self.run(name, rate, seed)
+        self.rows.append(
+            {
+                "workload": self.workload.name,
+                "optimizer": name,
+                "phase": phase,
+                "point": point,
+                "seed": seed,
+                "learning_rate": rate,
+                "steps": self.workload.steps,
+                "eval_every": self.workload.eval_every,
+                "initial_metric": curve[0],
+                "final_metric": curve[-1],
+                "seconds": seconds,
+                "compile_seconds": self.run.compile_seconds[name],
+                "curve": curve,
+            }
+        )
+        bar.update()
+        return curve
+
+    def score(self, target: float, chosen: dict[str, int]) -> None:
+        """Fills target, steps to target and `chosen`; keeps chosen curves."""
+        for r in self.rows:
+            curve = r.pop("curve")
+            step, reached = steps_to_target(curve, target, self.workload.eval_every)
+            r["chosen"] = int(chosen[r["optimizer"]] == r["point"])
+            r.update(target=target, steps_to_target=step, reached=int(reached))
+            if r["chosen"] and r["phase"] == "score":
+                self.curves += [
+                    {
+                        "workload": r["workload"],
+                        "optimizer": r["optimizer"],
+                        "seed": r["seed"],
+                        "step": i * self.workload.eval_every,
+                        "metric": value,
+                    }
+                    for i, value in enumerate(curve)
+                ]
+
+
 def run_workload(
-    workload: Workload,
-    optimizers: Sequence[str],
-    unit_points: np.ndarray,
+    study: Study,
+    tuning_points: dict[str, Sequence[int]],
     seeds: Sequence[int],
+    full_grid: bool,
     bar: Any,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """All runs of one workload: tuning, target, scored seeds."""
-    run = Runner(workload)
-    points = {name: OPTIMIZERS[name].space.points(unit_points) for name in optimizers}
-    tuned: dict[str, list[np.ndarray]] = {name: [] for name in optimizers}
-    seconds: dict[str, list[float]] = {name: [] for name in optimizers}
-    for k in range(len(unit_points)):
-        for name in optimizers:
-            bar.set_description(f"{workload.name} tune {k} {name}")
-            curve, wall = run(name, points[name][k], seed=0)
-            tuned[name].append(curve)
-            seconds[name].append(wall)
-            bar.update()
-    # The target is fixed before any scored run, by the written rule.
-    reference = tuned[TARGET_OPTIMIZER]
-    best_reference = reference[int(np.argmin([c[-1] for c in reference]))]
-    target_index = round(TARGET_FRACTION * (len(best_reference) - 1))
-    target = float(best_reference[target_index])
-    winners = {
-        name: int(np.argmin([c[-1] for c in tuned[name]])) for name in optimizers
-    }
-
-    def row(name: str, phase: str, k: int, seed: int, curve: np.ndarray, wall: float):
-        step, reached = steps_to_target(curve, target, workload.eval_every)
-        hyperparameters = points[name][k]
-        return {
-            "workload": workload.name,
-            "optimizer": name,
-            "phase": phase,
-            "trial": k,
-            "seed": seed,
-            "learning_rate": hyperparameters["learning_rate"],
-            "weight_decay": hyperparameters.get("weight_decay", ""),
-            "steps": workload.steps,
-            "eval_every": workload.eval_every,
-            "final_metric": curve[-1],
-            "target": target,
-            "steps_to_target": step,
-            "reached": int(reached),
-            "seconds": wall,
-            "seconds_to_target": wall * step / workload.steps if reached else math.inf,
-            "compile_seconds": run.compile_seconds[name],
-        }
-
-    rows = [
-        row(name, "tune", k, 0, tuned[name][k], seconds[name][k])
-        for name in optimizers
-        for k in range(len(unit_points))
-    ]
-    curves = []
+) -> float:
+    """Tunes on seed 0, fixes the target, runs the scored seeds; the target."""
+    finals: dict[str, dict[int, float]] = {name: {} for name in tuning_points}
+    for k in range(max(len(p) for p in tuning_points.values())):
+        for name, points in tuning_points.items():
+            if k < len(points):
+                curve = study.record(name, "tune", points[k], 0, bar)
+                finals[name][points[k]] = curve[-1]
+    chosen = {name: min(f, key=f.__getitem__) for name, f in finals.items()}
+    family = [f for name, f in finals.items() if name in ADAM_FAMILY]
+    target = min(min(f.values()) for f in family) + TARGET_MARGIN * study.workload.tie
     for seed in seeds:
-        for name in optimizers:
-            bar.set_description(f"{workload.name} seed {seed} {name}")
-            k = winners[name]
-            curve, wall = run(name, points[name][k], seed)
-            rows.append(row(name, "score", k, seed, curve, wall))
-            curves += [
-                {
-                    "workload": workload.name,
-                    "optimizer": name,
-                    "seed": seed,
-                    "step": i * workload.eval_every,
-                    "metric": value,
-                }
-                for i, value in enumerate(curve)
-            ]
-            bar.update()
-    return rows, curves
+        for k in range(study.points if full_grid else 1):
+            for name in tuning_points:
+                study.record(name, "score", k if full_grid else chosen[name], seed, bar)
+    study.score(target, chosen)
+    return target
 
 
-def describe(workload: Workload) -> dict[str, Any]:
+def plan_optimizers(
+    plan: Plan, optimizers: Sequence[str], points: int, rows: Sequence[dict[str, Any]]
+) -> dict[str, list[int]]:
+    """Tuning grid points per optimizer: the full grid, or a sweep plan's.
+
+    `rows` are the runs stored so far, where a sweep finds its reference.
+    """
+    if plan.reference is None:
+        return {name: list(range(points)) for name in optimizers}
+    reference = [r for r in rows if r["workload"] == plan.reference]
+    if not reference:
+        raise SystemExit(
+            f"the larger model's sweep is centred on {plan.reference}'s chosen "
+            f"rates: run --workloads {plan.reference} first (into the same --out)"
+        )
+    relative = workloads_report.strongest_relative(reference, optimizers)
+    names = [n for n in LARGE_PAIR if n in optimizers] + [relative]
+    sweep = {}
+    for name in names:
+        centre = next(
+            int(r["point"])
+            for r in reference
+            if r["optimizer"] == name and r["chosen"] and r["phase"] == "tune"
+        )
+        first = min(max(0, centre - SWEEP // 2), max(0, points - SWEEP))
+        sweep[name] = list(range(first, min(points, first + SWEEP)))
+    return sweep
+
+
+def describe(
+    workload: Workload, target: float, optimizers: Sequence[str], plan: Plan
+) -> dict:
     return {
         "name": workload.name,
         "description": workload.description,
@@ -208,6 +269,10 @@ def describe(workload: Workload) -> dict[str, Any]:
         "eval_every": workload.eval_every,
         "batch_size": workload.batch_size,
         "tie": workload.tie,
+        "target": target,
+        "optimizers": list(optimizers),
+        # None: every optimizer on the full grid; else a sweep centred on it.
+        "sweep_of": plan.reference,
         "parameters": count_params(workload.make_model(nnx.Rngs(0))),
     }
 
@@ -234,30 +299,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"a smoke test: workloads {', '.join(QUICK_WORKLOADS)}, optimizers "
-        f"{', '.join(QUICK_OPTIMIZERS)}, tiny budgets, 2 trials, 2 seeds",
+        help=f"a smoke test: workloads {', '.join(QUICK_PLANS)}, optimizers "
+        f"{', '.join(QUICK_OPTIMIZERS)}, tiny budgets, {QUICK_POINTS} grid "
+        "points, 2 scored seeds",
     )
     parser.add_argument(
-        "--trials", type=int, default=None, help="quasi-random trials (default 8)"
+        "--points", type=int, default=None, help=f"grid points (default {GRID_POINTS})"
     )
     parser.add_argument(
-        "--seeds", type=int, default=None, help="scored seeds per winner (default 3)"
+        "--seeds", type=int, default=None, help="scored seeds (default 3)"
     )
     parser.add_argument(
         "--workloads",
         nargs="+",
-        choices=list(BUDGETS),
+        choices=list(PLANS),
         default=None,
-        help="run only these workloads (default: all)",
+        help="run only these workloads, in this order (default: all)",
     )
     parser.add_argument(
         "--merge",
         action="store_true",
         help="keep the results of other workloads already in --out (they must "
-        "come from a run with the same trials, seeds and optimizers)",
+        "come from a run with the same points, seeds and optimizers)",
     )
     parser.add_argument(
-        "--optimizers", nargs="+", choices=sorted(OPTIMIZERS), default=None
+        "--optimizers", nargs="+", choices=list(OPTIMIZERS), default=None
     )
     parser.add_argument(
         "--report-only",
@@ -265,21 +331,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="rewrite workloads.md and the plots from the files in --out",
     )
     args = parser.parse_args(argv)
-    args.trials = args.trials or (2 if args.quick else 8)
+    args.points = args.points or (QUICK_POINTS if args.quick else GRID_POINTS)
     args.seeds = args.seeds or (2 if args.quick else 3)
-    if args.trials < 1 or args.seeds < 1:
-        parser.error("--trials and --seeds must be >= 1")
-    args.workloads = args.workloads or list(QUICK_WORKLOADS if args.quick else BUDGETS)
+    if args.points < 2 or args.seeds < 2:
+        parser.error("--points and --seeds must be >= 2")
+    args.plans = QUICK_PLANS if args.quick else PLANS
+    args.workloads = args.workloads or list(args.plans)
+    unknown = [w for w in args.workloads if w not in args.plans]
+    if unknown:
+        parser.error(f"--quick runs only {', '.join(QUICK_PLANS)}, not {unknown}")
     args.optimizers = args.optimizers or list(
         QUICK_OPTIMIZERS if args.quick else OPTIMIZERS
     )
-    if TARGET_OPTIMIZER not in args.optimizers:
-        parser.error(f"--optimizers must include {TARGET_OPTIMIZER!r}: it sets targets")
+    if not set(ADAM_FAMILY) & set(args.optimizers):
+        parser.error(
+            f"--optimizers must include one of {ADAM_FAMILY}: they set targets"
+        )
     return args
 
 
 # Settings that must agree for results of several invocations to be merged.
-SHARED_SETTINGS = ("quick", "trials", "seeds", "optimizers", "search_spaces")
+SHARED_SETTINGS = ("quick", "points", "seeds", "optimizers", "rules")
 
 
 def previous_results(
@@ -317,28 +389,35 @@ def previous_results(
     return runs, curves, old
 
 
+FILES = (
+    ".csv",
+    "_curves.csv",
+    "_run.json",
+    ".md",
+    "_profile.png",
+    "_curves.png",
+    "_tolerance.png",
+)
+
+
 def store(
     out: pathlib.Path,
     meta: dict[str, Any],
-    kept: tuple[list[dict], list[dict], dict[str, Any]],
+    old: dict[str, Any],
     rows: list[dict],
     curves: list[dict],
     invocation: dict[str, Any],
 ) -> None:
-    """Writes the CSVs, the run JSON and the report: kept and new results."""
-    kept_rows, kept_curves, old = kept
-    order = list(BUDGETS)
+    """Writes the CSVs and the run JSON (kept and new results), then the report."""
+    order = list(PLANS)
 
     def by_workload(r: dict) -> int:
         return order.index(r["workload"])
 
     out.mkdir(parents=True, exist_ok=True)
-    all_rows = sorted(kept_rows + rows, key=by_workload)
-    write_csv(out / "workloads.csv", RUN_COLUMNS, all_rows)
+    write_csv(out / "workloads.csv", RUN_COLUMNS, sorted(rows, key=by_workload))
     write_csv(
-        out / "workloads_curves.csv",
-        CURVE_COLUMNS,
-        sorted(kept_curves + curves, key=by_workload),
+        out / "workloads_curves.csv", CURVE_COLUMNS, sorted(curves, key=by_workload)
     )
     described = sorted(
         old["workloads"] + meta["workloads"], key=lambda w: order.index(w["name"])
@@ -353,15 +432,29 @@ def store(
     workloads_report.write(out)
 
 
-FILES = (
-    ".csv",
-    "_curves.csv",
-    "_run.json",
-    ".md",
-    "_profile.png",
-    "_curves.png",
-    "_sensitivity.png",
-)
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What the run is, as JSON will store it; written before any run."""
+    return json.loads(
+        json.dumps(
+            {
+                "quick": args.quick,
+                "points": args.points,
+                "seeds": list(range(1, args.seeds + 1)),
+                "optimizers": args.optimizers,
+                "rules": {
+                    "grids": {
+                        name: list(OPTIMIZERS[name].rates) for name in args.optimizers
+                    },
+                    "warmup_fraction": WARMUP_FRACTION,
+                    "target_family": [n for n in ADAM_FAMILY if n in args.optimizers],
+                    "target_margin_ties": TARGET_MARGIN,
+                    "tolerance_ties": TOLERANCE,
+                    "sweep_points": SWEEP,
+                },
+                "workloads": [],
+            }
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -375,53 +468,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     from tqdm import tqdm
 
     start = time.perf_counter()
-    budgets = QUICK_BUDGETS if args.quick else BUDGETS
-    unit_points = quasi_random(args.trials)
-    seeds = list(range(1, args.seeds + 1))
-    meta: dict[str, Any] = {
-        "quick": args.quick,
-        "trials": args.trials,
-        "seeds": seeds,
-        "optimizers": args.optimizers,
-        "search_spaces": {
-            name: OPTIMIZERS[name].space.ranges for name in args.optimizers
-        },
-        "warmup_fraction": WARMUP_FRACTION,
-        "target_rule": {"optimizer": TARGET_OPTIMIZER, "fraction": TARGET_FRACTION},
-        "workloads": [],
-    }
-    # JSON turns the ranges' tuples into lists; compare like with like.
-    meta = json.loads(json.dumps(meta))
-    kept = (
+    meta = settings(args)
+    kept_rows, curves, old = (
         previous_results(args.out, meta, args.workloads)
         if args.merge
         else ([], [], {"invocations": [], "workloads": []})
     )
+    rows = list(kept_rows)
     invocation: dict[str, Any] = {
         "command": command.strip(),
         "date": environment.now(),
         "machine": environment.machine(),
         "workloads": [],
+        "seconds": {},
         "wall_seconds": 0.0,
         # Recorded before the first run: the code this process imported.
         "provenance": provenance.record(("mlxtend", "tqdm")),
     }
-    rows: list[dict[str, Any]] = []
-    curves: list[dict[str, Any]] = []
-    per_workload = len(args.optimizers) * (args.trials + args.seeds)
-    with tqdm(total=len(args.workloads) * per_workload, unit="run") as bar:
+    seeds = meta["seeds"]
+    with tqdm(unit="run") as bar:
         for name in args.workloads:
-            workload = WORKLOADS[name](**budgets[name])
-            more_rows, more_curves = run_workload(
-                workload, args.optimizers, unit_points, seeds, bar
+            begun = time.perf_counter()
+            plan = args.plans[name]
+            points = plan_optimizers(plan, args.optimizers, args.points, rows)
+            study = Study(WORKLOADS[name](**plan.budget), args.points)
+            target = run_workload(study, points, seeds, plan.reference is None, bar)
+            rows += study.rows
+            curves += study.curves
+            meta["workloads"].append(
+                describe(study.workload, target, list(points), plan)
             )
-            rows += more_rows
-            curves += more_curves
-            meta["workloads"].append(describe(workload))
             invocation["workloads"].append(name)
+            invocation["seconds"][name] = time.perf_counter() - begun
             invocation["wall_seconds"] = time.perf_counter() - start
             # Stored after every workload: an interrupted run keeps its results.
-            store(args.out, meta, kept, rows, curves, invocation)
+            store(args.out, meta, old, rows, curves, invocation)
     print(f"wrote {args.out}/workloads.{{csv,md}}, workloads_curves.csv and PNGs")
 
 

@@ -1,26 +1,40 @@
-"""The optimizers under test and their workload-agnostic search space.
+"""The optimizers under test, their learning-rate grids, and the relatives.
 
 Every optimizer uses the same learning-rate schedule, a linear warm-up over
 the first `WARMUP_FRACTION` of the budget then a cosine decay to zero
-(`optax.warmup_cosine_decay_schedule`), with the peak learning rate as its
-tuned hyperparameter. The Adam family shares one peak learning-rate range;
-the decoupled-weight-decay ("W") variants also tune the decay.
+(`optax.warmup_cosine_decay_schedule`); its peak is the one tuned
+hyperparameter, tried on a fixed log-spaced grid of `GRID_POINTS` rates over
+`DECADES` decades. The Adam family (AAdam and Optax's Adam) and ADOPT share
+one grid; Lion, whose sign update has unit size per coordinate, gets the grid
+one decade lower, as its authors advise rates 3-10x below AdamW's. The
+decoupled weight decay of the "W" optimizers is fixed, not tuned.
+
+The relatives are comparators of the benchmark, not part of the library:
+Cautious AdamW (Liang et al. 2024), `optax.lion` (Chen et al. 2023) and
+`optax.contrib.adopt` (Taniguchi et al. 2024).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np
 import optax
-from scipy.stats import qmc
 
 import aadam_optax
 
 WARMUP_FRACTION = 0.05
+GRID_POINTS = 9
+DECADES = 3
+ADAM_RATES = (1e-4, 1e-1)
+LION_RATES = (1e-5, 1e-2)
+# Decoupled decay, multiplied by the learning rate as in optax.adamw. Lion's is
+# ten times larger, so that rate times decay is the same at matching points of
+# the two grids (Lion's authors advise 3-10x).
+WEIGHT_DECAY = 1e-2
+LION_WEIGHT_DECAY = 1e-1
 
 
 def schedule(peak: jax.Array, steps: int) -> optax.Schedule:
@@ -32,78 +46,80 @@ def schedule(peak: jax.Array, steps: int) -> optax.Schedule:
     return lambda count: peak * unit(count)
 
 
-@dataclasses.dataclass(frozen=True)
-class Space:
-    """Log-uniform ranges `(low, high)` per hyperparameter, in a fixed order."""
+def cautious(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Cautious masking (Liang et al. 2024) of `inner`'s update direction.
 
-    ranges: Mapping[str, tuple[float, float]]
+    Each leaf's components whose sign disagrees with the gradient's are zeroed
+    and the rest rescaled by `size / (kept + 1)`, the inverse of the mask's
+    mean as in the authors' C-AdamW code (the +1 guards an empty mask).
+    """
 
-    def points(self, unit: np.ndarray) -> list[dict[str, float]]:
-        """Map points of the unit cube (one column per dimension) into the space.
+    def update(grads, state, params=None):
+        updates, state = inner.update(grads, state, params)
 
-        Dimension i of the space reads column i, so optimizers with fewer
-        hyperparameters use a prefix of the same quasi-random points.
-        """
-        return [
-            {
-                name: float(math.exp(math.log(low) + u * math.log(high / low)))
-                for (name, (low, high)), u in zip(
-                    self.ranges.items(), row[: len(self.ranges)], strict=True
-                )
-            }
-            for row in unit
-        ]
+        def mask(u: jax.Array, g: jax.Array) -> jax.Array:
+            keep = (u * g > 0).astype(u.dtype)
+            return u * keep * (keep.size / (keep.sum() + 1))
+
+        return jax.tree.map(mask, updates, grads), state
+
+    return optax.GradientTransformation(inner.init, update)
 
 
-# Three decades for each family. With a top of 3e-2 (SGD 3e-1) the winning
-# trial was the highest rate sampled in 10 of 24 (workload, optimizer) cells, so
-# the search could not see the rates where Adam starts to oscillate, the regime
-# in which AAdam's brake can matter.
-ADAM_LR = (1e-4, 1e-1)
-SGD_LR = (1e-3, 1.0)
-WEIGHT_DECAY = (1e-4, 1e-1)
+def cautious_adamw(
+    learning_rate: optax.ScalarOrSchedule, weight_decay: float
+) -> optax.GradientTransformation:
+    """C-AdamW: AdamW with the cautious mask on Adam's direction; the decay unmasked."""
+    return optax.chain(
+        cautious(optax.scale_by_adam()),
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+Factory = Callable[[optax.Schedule], optax.GradientTransformation]
 
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """An optimizer: its search space and `(hyperparameters, steps) -> optax`."""
+    """An optimizer: its learning-rate range and `schedule -> optax`."""
 
-    space: Space
-    make: Callable[[Mapping[str, jax.Array], int], optax.GradientTransformation]
+    rates: tuple[float, float]
+    build: Factory
+    relative: bool = False
 
+    def grid(self, points: int = GRID_POINTS) -> np.ndarray:
+        """`points` peak rates, log-spaced over `rates` (both ends included)."""
+        low, high = np.log10(self.rates)
+        return 10.0 ** np.linspace(low, high, points)
 
-def _adam_family(
-    build: Callable[..., optax.GradientTransformation], decoupled: bool
-) -> Candidate:
-    if decoupled:
-        return Candidate(
-            Space({"learning_rate": ADAM_LR, "weight_decay": WEIGHT_DECAY}),
-            lambda h, steps: build(
-                schedule(h["learning_rate"], steps), weight_decay=h["weight_decay"]
-            ),
-        )
-    return Candidate(
-        Space({"learning_rate": ADAM_LR}),
-        lambda h, steps: build(schedule(h["learning_rate"], steps)),
-    )
+    def make(
+        self, hyperparameters: Mapping[str, jax.Array], steps: int
+    ) -> optax.GradientTransformation:
+        """The optimizer at a (traced) peak learning rate, for the runner."""
+        return self.build(schedule(hyperparameters["learning_rate"], steps))
 
 
 OPTIMIZERS: dict[str, Candidate] = {
-    "aadam_sign_change": _adam_family(aadam_optax.aadam, decoupled=False),
-    "aadamw": _adam_family(aadam_optax.aadamw, decoupled=True),
-    "adam": _adam_family(optax.adam, decoupled=False),
-    "adamw": _adam_family(optax.adamw, decoupled=True),
-    "nadam": _adam_family(optax.nadam, decoupled=False),
-    "sgd_momentum": Candidate(
-        Space({"learning_rate": SGD_LR}),
-        lambda h, steps: optax.sgd(schedule(h["learning_rate"], steps), momentum=0.9),
+    "aadam_sign_change": Candidate(ADAM_RATES, aadam_optax.aadam),
+    "adam": Candidate(ADAM_RATES, optax.adam),
+    "aadamw": Candidate(
+        ADAM_RATES, lambda lr: aadam_optax.aadamw(lr, weight_decay=WEIGHT_DECAY)
     ),
+    "adamw": Candidate(
+        ADAM_RATES, lambda lr: optax.adamw(lr, weight_decay=WEIGHT_DECAY)
+    ),
+    "cautious_adamw": Candidate(
+        ADAM_RATES, lambda lr: cautious_adamw(lr, WEIGHT_DECAY), relative=True
+    ),
+    "lion": Candidate(
+        LION_RATES,
+        lambda lr: optax.lion(lr, weight_decay=LION_WEIGHT_DECAY),
+        relative=True,
+    ),
+    "adopt": Candidate(ADAM_RATES, optax.contrib.adopt, relative=True),
 }
-
-
-def quasi_random(count: int, dimensions: int = 2, seed: int = 0) -> np.ndarray:
-    """`count` scrambled Sobol points in the unit cube, the same for everyone."""
-    sampler = qmc.Sobol(dimensions, scramble=True, seed=seed)
-    # Sobol points are balanced in runs of powers of two; draw the next power
-    # and keep the first `count`.
-    return sampler.random_base2(max(0, math.ceil(math.log2(count))))[:count]
+# The Adam family whose best final metric sets each workload's target.
+ADAM_FAMILY = ("aadam_sign_change", "adam", "aadamw", "adamw")
+# Each AAdam optimizer and the Optax optimizer it accelerates.
+PAIRS = (("aadam_sign_change", "adam"), ("aadamw", "adamw"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from harness.workload import Workload
-from harness.workloads.bytes_lm import bytes_lm
+from harness.workloads.bytes_lm import bytes_lm, bytes_lm_1m
 from harness.workloads.mnist import mnist_cnn, mnist_logreg, mnist_mlp
 
 WORKLOADS: dict[str, Callable[..., Workload]] = {
@@ -17,4 +17,5 @@ WORKLOADS: dict[str, Callable[..., Workload]] = {
     "mnist_mlp": mnist_mlp,
     "mnist_cnn": mnist_cnn,
     "bytes_lm": bytes_lm,
+    "bytes_lm_1m": bytes_lm_1m,
 }

@@ -22,22 +22,29 @@ def bytes_lm(
     eval_every: int = 10,
     batch_size: int = 32,
     val_windows: int = 128,
+    d_model: int = 64,
+    n_layers: int = 2,
+    name: str = "bytes_lm",
 ) -> Workload:
     """d_model 64, 2 layers, 4 heads, context 64 (about 137k parameters).
 
     The validation metric is the mean bits per byte over `val_windows` fixed,
-    evenly spaced windows of held-out files.
+    evenly spaced windows of held-out files. `d_model` and `n_layers` size
+    the model (`bytes_lm_1m`: 128 and 4).
     """
     split = _bytes()
     windows = data.fixed_windows(split["val"], CONTEXT, val_windows)
     return Workload(
-        name="bytes_lm",
+        name=name,
         description=(
-            "decoder-only Transformer (d_model 64, 2 layers, context 64) on the "
-            "bytes of the Python standard library's *.py files"
+            f"decoder-only Transformer (d_model {d_model}, {n_layers} layers, "
+            f"context {CONTEXT}) on the bytes of the Python standard library's "
+            "*.py files"
         ),
         metric="validation bits per byte",
-        make_model=lambda rngs: models.ByteTransformer(64, 2, 4, CONTEXT, rngs=rngs),
+        make_model=lambda rngs: models.ByteTransformer(
+            d_model, n_layers, 4, CONTEXT, rngs=rngs
+        ),
         loss=models.cross_entropy,
         metric_fn=models.bits_per_byte,
         sample=lambda key, train: data.sample_windows(key, train, batch_size, CONTEXT),
@@ -51,3 +58,8 @@ def bytes_lm(
         # 0.015 to 0.03), so a tie never hides more than seed noise.
         tie=0.01,
     )
+
+
+def bytes_lm_1m(**budget: int) -> Workload:
+    """The same task with d_model 128 and 4 layers (about 0.9M parameters)."""
+    return bytes_lm(**{"d_model": 128, "n_layers": 4, **budget}, name="bytes_lm_1m")

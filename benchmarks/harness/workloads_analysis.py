@@ -1,0 +1,235 @@
+"""The numbers of the workloads report, computed from the stored runs.
+
+Pure functions of `workloads.csv` rows and `workloads_run.json`: time to
+target, learning-rate tolerance, paired differences with confidence
+intervals. The report (`workloads_report.py`) only formats them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from harness import scoring
+from harness.optimizers import OPTIMIZERS
+
+Row = dict[str, Any]
+TAUS = np.linspace(1.0, scoring.TAU_MAX, 301)
+
+
+def read_csv(path: pathlib.Path) -> list[Row]:
+    """Rows of a CSV the benchmark wrote, numbers parsed."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k, v in r.items():
+            try:
+                r[k] = float(v) if any(c in v for c in ".ein") else int(v)
+            except ValueError:
+                pass
+    return rows
+
+
+def capped(row: Row) -> float:
+    """The final metric, no worse than the untrained model's.
+
+    A diverged run (non-finite, or worse than at step 0) counts as having
+    learnt nothing, so that differences and medians stay finite.
+    """
+    return min(row["final_metric"], row["initial_metric"])
+
+
+def select(rows: Sequence[Row], **match: Any) -> list[Row]:
+    return [r for r in rows if all(r[k] == v for k, v in match.items())]
+
+
+def chosen_point(rows: Sequence[Row], workload: str, optimizer: str) -> int:
+    """The grid point seed 0 chose (lowest final metric of the tuning runs)."""
+    (row,) = select(
+        rows, workload=workload, optimizer=optimizer, phase="tune", chosen=1
+    )
+    return int(row["point"])
+
+
+def scored(rows: Sequence[Row], workload: str, optimizer: str) -> list[Row]:
+    """The scored seeds' runs at the chosen rate, in seed order."""
+    found = select(
+        rows, workload=workload, optimizer=optimizer, phase="score", chosen=1
+    )
+    return sorted(found, key=lambda r: r["seed"])
+
+
+def steps_to_target(rows: Sequence[Row], workload: str, optimizer: str) -> float:
+    """Median over scored seeds; inf where the median seed did not reach."""
+    return scoring.median(
+        [
+            r["steps_to_target"] if r["reached"] else math.inf
+            for r in scored(rows, workload, optimizer)
+        ]
+    )
+
+
+def seconds_per_step(rows: Sequence[Row], workload: str, optimizer: str) -> float:
+    """The fastest of an optimizer's timed runs on a workload, per step.
+
+    On a shared machine other jobs only ever add time, so the minimum is the
+    best estimate of the run's own cost (as `timeit` advises).
+    """
+    return min(
+        r["seconds"] / r["steps"]
+        for r in select(rows, workload=workload, optimizer=optimizer)
+    )
+
+
+def times(
+    rows: Sequence[Row],
+    workloads: Sequence[str],
+    optimizers: Sequence[str],
+    seconds: bool,
+) -> dict[str, dict[str, float]]:
+    """`times[optimizer][workload]`: median steps (or seconds) to target."""
+    return {
+        o: {
+            w: steps_to_target(rows, w, o)
+            * (seconds_per_step(rows, w, o) if seconds else 1.0)
+            for w in workloads
+        }
+        for o in optimizers
+    }
+
+
+def profile_areas(table: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Performance-profile area per optimizer (1 = fastest everywhere)."""
+    profiles = scoring.performance_profile(table, TAUS)
+    return {o: scoring.profile_area(p, TAUS) for o, p in profiles.items()}
+
+
+def strongest_relative(rows: Sequence[Row], optimizers: Sequence[str]) -> str:
+    """The relative with the largest steps-to-target profile area over the
+    workloads in `rows` where every one of `optimizers` ran; ties go to the
+    first in `OPTIMIZERS`' order."""
+    workloads = sorted(
+        w
+        for w in {r["workload"] for r in rows}
+        if {r["optimizer"] for r in select(rows, workload=w)} == set(optimizers)
+    )
+    relatives = [o for o in optimizers if OPTIMIZERS[o].relative]
+    if not workloads or not relatives:
+        raise ValueError("no full-grid workload with a relative to choose from")
+    areas = profile_areas(times(rows, workloads, optimizers, seconds=False))
+    return max(relatives, key=lambda o: (areas[o], -list(OPTIMIZERS).index(o)))
+
+
+def grid_medians(rows: Sequence[Row], workload: str, optimizer: str) -> np.ndarray:
+    """Per grid point, the median over scored seeds of the capped final metric."""
+    found = select(rows, workload=workload, optimizer=optimizer, phase="score")
+    points = sorted({int(r["point"]) for r in found})
+    return np.array(
+        [np.median([capped(r) for r in found if r["point"] == p]) for p in points]
+    )
+
+
+def tolerance_width(
+    medians: np.ndarray, tolerance: float, spacing: float
+) -> tuple[float, bool]:
+    """(width in decades, open) of the contiguous run of grid points around
+    the best median whose medians are within `tolerance` of it.
+
+    `open` is True where the run touches an end of the grid: the true range
+    may be wider. One point alone has width 0; the resolution is `spacing`.
+    """
+    best = int(np.argmin(medians))
+    within = medians <= medians[best] + tolerance
+    low = high = best
+    while low > 0 and within[low - 1]:
+        low -= 1
+    while high < len(medians) - 1 and within[high + 1]:
+        high += 1
+    return (high - low) * spacing, low == 0 or high == len(medians) - 1
+
+
+def interval(
+    values: Sequence[float], alpha: float = 0.05
+) -> tuple[float, float, float]:
+    """(mean, low, high): the mean and its two-sided t confidence interval."""
+    a = np.asarray(values, np.float64)
+    mean = float(a.mean())
+    if len(a) < 2:
+        return mean, -math.inf, math.inf
+    half = (
+        scoring.paired_critical_t(len(a), alpha)
+        * float(a.std(ddof=1))
+        / math.sqrt(len(a))
+    )
+    return mean, mean - half, mean + half
+
+
+def paired_by_seed(
+    rows: Sequence[Row], workload: str, pair: tuple[str, str], points: Sequence[int]
+) -> list[float]:
+    """Per scored seed, the mean over `points` of first minus second (capped
+    final metrics at equal grid points, same seed)."""
+    first, second = (
+        {
+            (r["seed"], r["point"]): capped(r)
+            for r in select(rows, workload=workload, optimizer=o, phase="score")
+        }
+        for o in pair
+    )
+    seeds = sorted({seed for seed, _ in first})
+    return [
+        float(np.mean([first[(s, p)] - second[(s, p)] for p in points])) for s in seeds
+    ]
+
+
+def regions(n_points: int, best: int) -> dict[str, list[int]]:
+    """Grid points below, at and above a base optimizer's chosen point."""
+    return {
+        "below": list(range(best)),
+        "at": [best],
+        "above": list(range(best + 1, n_points)),
+        "all": list(range(n_points)),
+    }
+
+
+def tuned_difference(
+    rows: Sequence[Row], workload: str, pair: tuple[str, str]
+) -> list[float]:
+    """Per scored seed, first minus second at each one's own chosen rate."""
+    a, b = (scored(rows, workload, o) for o in pair)
+    return [capped(x) - capped(y) for x, y in zip(a, b, strict=True)]
+
+
+class Results:
+    """The saved run: its settings and rows."""
+
+    def __init__(self, out: pathlib.Path) -> None:
+        self.meta = json.loads((out / "workloads_run.json").read_text())
+        self.runs = read_csv(out / "workloads.csv")
+        self.curves = read_csv(out / "workloads_curves.csv")
+        self.described = {w["name"]: w for w in self.meta["workloads"]}
+        self.workloads = list(self.described)
+        self.rules = self.meta["rules"]
+
+    def optimizers(self, workload: str) -> list[str]:
+        return self.described[workload]["optimizers"]
+
+    @property
+    def full_grid(self) -> list[str]:
+        """Workloads run on the whole grid by every optimizer (not a sweep)."""
+        return [w for w in self.workloads if self.described[w]["sweep_of"] is None]
+
+    def tolerance(self, workload: str) -> float:
+        return self.rules["tolerance_ties"] * self.described[workload]["tie"]
+
+    @property
+    def spacing(self) -> float:
+        """Decades between neighbouring grid points."""
+        low, high = next(iter(self.rules["grids"].values()))
+        return math.log10(high / low) / (self.meta["points"] - 1)
