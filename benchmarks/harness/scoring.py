@@ -65,6 +65,30 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else math.nan
 
 
+def sample_std(values: np.ndarray) -> float:
+    """Sample standard deviation; nan if any value is not finite (a run
+    diverged), 0 for one value."""
+    if not np.all(np.isfinite(values)):
+        return math.nan
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def average_ranks(values: Sequence[tuple[float, float]]) -> list[float]:
+    """Ranks (1 = best, lowest) of tuples compared lexicographically; tied
+    values share the average of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda k: values[k])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in order[start : end + 1]:
+            ranks[k] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
 def plus_minus(mean: float, std: float, digits: int = 3) -> str:
     if not math.isfinite(mean):
         return "not reached" if mean > 0 else "diverged"
