@@ -31,18 +31,16 @@ function that runs 8 steps written out, and one block at the end.
 
 Results go to --out: speed.csv, speed.md, speed.png and speed_run.json (the
 command, wall time and provenance: commit, versions, numerics fingerprint).
+`--report-only` rewrites speed.md and speed.png from speed.csv and
+speed_run.json (`harness/speed_report.py`).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import datetime
-import json
 import os
 import pathlib
-import platform
 import re
 import subprocess
 import sys
@@ -57,19 +55,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from harness import provenance
+from harness import environment, provenance, records, speed_report
+from harness.speed_report import AADAM, MULTI_OUTPUT_FUSION
+from harness.timing import (
+    Contender,
+    Quartiles,
+    Step,
+    compile_sample,
+    per_round,
+    quartiles,
+    time_interleaved,
+)
 from tqdm import tqdm
 
 import aadam_optax
 
 LEARNING_RATE = 1e-3
-# The project's goals, checked against what this run measures.
-ISOLATED_UPDATE_GOAL = 1.40  # AAdam's isolated update / Adam's, at the largest size
-WHOLE_STEP_GOAL = 1.03  # AAdam's whole training step / Adam's (Transformer, CNN)
-STATE_BYTES_GOAL = 13.0
-LOW_PRECISION_STATE_BYTES_GOAL = 9.0
-MULTI_OUTPUT_FUSION = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion=true"
-AADAM = "aadam[sign_change]"
 # Steps written out in one compiled call where a loop cannot be used (a CNN on
 # CPU): enough that the call's dispatch is a small part, few enough to compile
 # in seconds.
@@ -127,122 +128,6 @@ def make_params(size: int, layout: str, dtype: Any, leaves: int) -> dict[str, An
 
 def tree_bytes(tree: Any) -> int:
     return sum(leaf.nbytes for leaf in jax.tree.leaves(tree) if leaf.ndim > 0)
-
-
-# A step is `step(carry, i, constants) -> carry`: `i` is the step's index in
-# the sample (so that no work is the same in two steps and nothing can be
-# hoisted out of the loop), `constants` the arrays every step reads.
-Step = Callable[[Any, jax.Array, Any], Any]
-
-
-def compile_sample(
-    step: Step, carry: Any, constants: Any, in_loop: bool, unroll: int = 1
-) -> Callable:
-    """`sample(carry, constants, k) -> carry`: k steps, the carry donated.
-
-    In a loop, one call runs all k; otherwise each call runs `unroll` steps
-    written out one after another (k must then be a multiple of `unroll`).
-    """
-    if in_loop:
-
-        def k_steps(carry: Any, constants: Any, k: jax.Array) -> Any:
-            return jax.lax.fori_loop(
-                0, k, lambda i, carry: step(carry, i, constants), carry
-            )
-
-        looped = jax.jit(k_steps, donate_argnums=0)
-        looped = looped.lower(carry, constants, np.int32(1)).compile()
-        return lambda carry, constants, k: looped(carry, constants, np.int32(k))
-
-    def steps(carry: Any, first: jax.Array, constants: Any) -> Any:
-        for offset in range(unroll):
-            carry = step(carry, first + offset, constants)
-        return carry
-
-    call = jax.jit(steps, donate_argnums=0)
-    call = call.lower(carry, np.int32(0), constants).compile()
-
-    def k_calls(carry: Any, constants: Any, k: int) -> Any:
-        for first in range(0, k, unroll):
-            carry = call(carry, np.int32(first), constants)
-        return carry
-
-    return k_calls
-
-
-@dataclasses.dataclass
-class Contender:
-    """One thing timed in a round: its compiled sample, carry and times."""
-
-    sample: Callable
-    carry: Any
-    constants: Any
-    seconds: list[float] = dataclasses.field(default_factory=list)
-
-    def run(self, k: int) -> float:
-        start = time.perf_counter()
-        self.carry = self.sample(self.carry, self.constants, k)
-        jax.block_until_ready(self.carry)
-        return time.perf_counter() - start
-
-
-def steps_per_sample(
-    contender: Contender, sample_seconds: float, multiple: int = 1
-) -> int:
-    """Enough steps, a multiple of `multiple`, that one sample takes about
-    `sample_seconds`.
-
-    Estimated twice: a single step's time includes the call's fixed cost, so
-    the first estimate of k is refined by timing k steps.
-    """
-    k = multiple
-    contender.run(k)  # the first run of an executable pays one-off costs
-    for _ in range(2):
-        seconds_per_step = contender.run(k) / k
-        k = int(min(10_000, max(1, sample_seconds / max(seconds_per_step, 1e-7))))
-        k = multiple * -(-k // multiple)
-    return k
-
-
-def time_interleaved(
-    contenders: dict[str, Contender],
-    rounds: int,
-    sample_seconds: float,
-    multiple: int = 1,
-) -> int:
-    """Fills each contender's `seconds` with `rounds` samples of k steps; returns k."""
-    k = steps_per_sample(next(iter(contenders.values())), sample_seconds, multiple)
-    for contender in contenders.values():
-        contender.run(k)  # warm up at the timed k
-    names = list(contenders)
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            contenders[name].seconds.append(contenders[name].run(k) / k)
-    return k
-
-
-def quartiles(values: Any) -> tuple[float, float, float]:
-    q25, median, q75 = np.percentile(np.asarray(values), [25, 50, 75])
-    return float(median), float(q25), float(q75)
-
-
-def timing_columns(
-    contenders: dict[str, Contender], name: str, reference: str
-) -> dict[str, float]:
-    """Median and IQR of the step time, and of the per-round ratio to `reference`."""
-    seconds = np.asarray(contenders[name].seconds)
-    ratios = seconds / np.asarray(contenders[reference].seconds)
-    ms, ms_q25, ms_q75 = quartiles(1e3 * seconds)
-    ratio, ratio_q25, ratio_q75 = quartiles(ratios)
-    return {
-        "median_ms": ms,
-        "q25_ms": ms_q25,
-        "q75_ms": ms_q75,
-        "ratio_to_adam": ratio,
-        "ratio_q25": ratio_q25,
-        "ratio_q75": ratio_q75,
-    }
 
 
 def update_step(opt: optax.GradientTransformation) -> Step:
@@ -304,6 +189,43 @@ class Case:
     size: int
 
 
+def timing_columns(times: Quartiles, ratios: Quartiles) -> dict[str, float]:
+    """A row's timing: milliseconds per step and the ratio to adam's time in
+    the same round, each a median and its interquartile range."""
+    return {
+        "median_ms": times.median,
+        "q25_ms": times.q25,
+        "q75_ms": times.q75,
+        "ratio_to_adam": ratios.median,
+        "ratio_q25": ratios.q25,
+        "ratio_q75": ratios.q75,
+    }
+
+
+def timed(contenders: dict[str, Contender], name: str) -> dict[str, float]:
+    seconds = contenders[name].seconds
+    return timing_columns(*per_round(seconds, contenders["adam"].seconds))
+
+
+def isolated_contender(
+    opt: optax.GradientTransformation, host_params: Any, grads: Any, read_hlo: bool
+) -> tuple[Contender, dict[str, Any]]:
+    """The timed update of `opt`, and its HLO facts and minimal bytes moved."""
+    params = jax.device_put(host_params)
+    state = jax.jit(opt.init)(params)
+    facts: dict[str, Any] = (
+        single_step_facts(opt, params, state, grads)
+        if read_hlo
+        else dict.fromkeys(("large_copies", "fusions", "xla_bytes_accessed"), "")
+    )
+    facts["min_bytes"] = (
+        2 * tree_bytes(params) + tree_bytes(grads) + 2 * tree_bytes(state)
+    )
+    carry = (jax.device_put(host_params), state)
+    sample = compile_sample(update_step(opt), carry, grads, in_loop=True)
+    return Contender(sample, carry, grads), facts
+
+
 def time_isolated_case(
     case: Case,
     opts: dict[str, optax.GradientTransformation],
@@ -312,7 +234,6 @@ def time_isolated_case(
 ) -> list[dict[str, Any]]:
     dtype = jnp.dtype(case.dtype)
     host_params = make_params(case.size, case.layout, dtype, args.leaves)
-    params = jax.device_put(host_params)
     rng = np.random.default_rng(0)
     grads = jax.device_put(
         jax.tree.map(
@@ -322,51 +243,46 @@ def time_isolated_case(
     )
     contenders, facts = {}, {}
     for name, opt in opts.items():
-        state = jax.jit(opt.init)(params)
-        facts[name] = (
-            single_step_facts(opt, params, state, grads)
-            if read_hlo
-            else dict.fromkeys(("large_copies", "fusions", "xla_bytes_accessed"), "")
-        )
-        facts[name]["min_bytes"] = (
-            2 * tree_bytes(params) + tree_bytes(grads) + 2 * tree_bytes(state)
-        )
-        carry = (jax.device_put(host_params), state)
-        contenders[name] = Contender(
-            compile_sample(update_step(opt), carry, grads, in_loop=True), carry, grads
+        contenders[name], facts[name] = isolated_contender(
+            opt, host_params, grads, read_hlo
         )
     x = jax.device_put(np.ones((case.size,), dtype))
     y = jax.device_put(np.zeros((case.size,), dtype))
     contenders["probe"] = Contender(compile_sample(bandwidth_step, y, x, True), y, x)
     k = time_interleaved(contenders, args.repeats, args.sample_ms / 1e3)
-
     bandwidth = 3 * x.nbytes / float(np.median(contenders["probe"].seconds))
-    rows = []
-    for name in opts:
-        timing = timing_columns(contenders, name, "adam")
-        rows.append(
-            {
-                "section": "isolated update",
-                "case": f"{case.layout} leaf layout, {case.dtype}",
-                "layout": case.layout,
-                "dtype": case.dtype,
-                "size": case.size,
-                "optimizer": name,
-                **timing,
-                "steps_per_sample": k,
-                "samples": args.repeats,
-                "min_bytes_per_param": facts[name]["min_bytes"] / case.size,
-                "xla_bytes_per_param": facts[name]["xla_bytes_accessed"]
-                and facts[name]["xla_bytes_accessed"] / case.size,
-                "floor_fraction": facts[name]["min_bytes"]
-                / bandwidth
-                / (timing["median_ms"] / 1e3),
-                "probe_gb_per_s": bandwidth / 1e9,
-                "large_copies": facts[name]["large_copies"],
-                "fusions": facts[name]["fusions"],
-            }
-        )
-    return rows
+    return [
+        {
+            "section": "isolated update",
+            "case": f"{case.layout} leaf layout, {case.dtype}",
+            "layout": case.layout,
+            "dtype": case.dtype,
+            "size": case.size,
+            "optimizer": name,
+            **timed(contenders, name),
+            "steps_per_sample": k,
+            "samples": args.repeats,
+            **hlo_columns(facts[name], case.size, bandwidth, contenders[name]),
+        }
+        for name in opts
+    ]
+
+
+def hlo_columns(
+    facts: dict[str, Any], size: int, bandwidth: float, contender: Contender
+) -> dict[str, Any]:
+    """Bytes moved per parameter (minimal and XLA's estimate), the fraction of
+    the bandwidth floor the step reached, and the HLO's copies and fusions."""
+    seconds = float(np.median(contender.seconds))
+    xla_bytes = facts["xla_bytes_accessed"]
+    return {
+        "min_bytes_per_param": facts["min_bytes"] / size,
+        "xla_bytes_per_param": xla_bytes and xla_bytes / size,
+        "floor_fraction": facts["min_bytes"] / bandwidth / seconds,
+        "probe_gb_per_s": bandwidth / 1e9,
+        "large_copies": facts["large_copies"],
+        "fusions": facts["fusions"],
+    }
 
 
 @dataclasses.dataclass
@@ -453,27 +369,29 @@ def time_whole_step(
         contenders, args.step_repeats, args.step_sample_ms / 1e3, unroll
     )
     size = sum(leaf.size for leaf in jax.tree.leaves(params))
-    if in_loop:
-        how = "k steps in one compiled loop"
-    elif unroll > 1:
-        how = f"k steps, {unroll} written out per compiled call"
-    else:
-        how = "k calls of the step"
     return [
         {
             "section": "whole step",
-            "case": f"{model.name} ({how})",
+            "case": f"{model.name} ({how_sampled(in_loop, unroll)})",
             "layout": f"{len(jax.tree.leaves(params))} leaves",
             "dtype": "float32",
             "size": size,
             "optimizer": name,
-            **timing_columns(contenders, name, "adam"),
+            **timed(contenders, name),
             "steps_per_sample": k,
             "samples": args.step_repeats,
             "description": model.description,
         }
         for name in opts
     ]
+
+
+def how_sampled(in_loop: bool, unroll: int) -> str:
+    if in_loop:
+        return "k steps in one compiled loop"
+    if unroll > 1:
+        return f"k steps, {unroll} written out per compiled call"
+    return "k calls of the step"
 
 
 DISPATCH_CONTROL = "adam + inert AAdam-sized state"
@@ -527,73 +445,61 @@ def dispatch_rows(
             sample = compile_sample(update_step(opt), carry, grads, in_loop)
             contenders[name, in_loop] = Contender(sample, carry, grads)
     k = time_interleaved(contenders, args.repeats, args.sample_ms / 1e3)
-    overhead = {
+    host = {
         name: np.asarray(contenders[name, False].seconds)
         - np.asarray(contenders[name, True].seconds)
         for name in opts
     }
-    rows = []
-    for name, opt in opts.items():
-        us, us_q25, us_q75 = quartiles(1e6 * overhead[name])
-        ratio, ratio_q25, ratio_q75 = quartiles(overhead[name] / overhead["adam"])
-        rows.append(
-            {
-                "section": "dispatch",
-                "case": f"{args.leaves} leaves of {leaf_size} params",
-                "layout": "many",
-                "dtype": "float32",
-                "size": args.leaves * leaf_size,
-                "optimizer": name,
-                "median_ms": us / 1e3,
-                "q25_ms": us_q25 / 1e3,
-                "q75_ms": us_q75 / 1e3,
-                "ratio_to_adam": ratio,
-                "ratio_q25": ratio_q25,
-                "ratio_q75": ratio_q75,
-                "per_call_ms": 1e3 * float(np.median(contenders[name, False].seconds)),
-                "in_loop_ms": 1e3 * float(np.median(contenders[name, True].seconds)),
-                "steps_per_sample": k,
-                "samples": args.repeats,
-                "state_leaves": len(jax.tree.leaves(opt.init(grads))),
-            }
-        )
-    return rows
+    return [
+        {
+            "section": "dispatch",
+            "case": f"{args.leaves} leaves of {leaf_size} params",
+            "layout": "many",
+            "dtype": "float32",
+            "size": args.leaves * leaf_size,
+            "optimizer": name,
+            **timing_columns(*per_round(host[name], host["adam"])),
+            "per_call_ms": 1e3 * quartiles(contenders[name, False].seconds).median,
+            "in_loop_ms": 1e3 * quartiles(contenders[name, True].seconds).median,
+            "steps_per_sample": k,
+            "samples": args.repeats,
+            "state_leaves": len(jax.tree.leaves(opt.init(grads))),
+        }
+        for name, opt in opts.items()
+    ]
 
 
 def fusion_rows(args: argparse.Namespace, size: int) -> list[dict[str, Any]]:
     """The one-leaf isolated update of adam and aadam in fresh processes,
     without and with XLA:CPU's multi-output fusion (XLA reads its flags once,
     at start)."""
+    options = [
+        "--only-isolated",
+        f"--sizes={size}",
+        "--layouts=one",
+        "--dtypes=float32",
+        f"--optimizers=adam,{AADAM}",
+        f"--repeats={args.repeats}",
+        f"--sample-ms={args.sample_ms}",
+        f"--leaves={args.leaves}",
+        f"--backend={args.backend}",
+    ]
     rows = []
     for flags in ("", MULTI_OUTPUT_FUSION):
+        # Added to whatever XLA_FLAGS the user runs with.
+        user_flags = os.environ.get("XLA_FLAGS", "")
+        env = {**os.environ, "XLA_FLAGS": f"{user_flags} {flags}".strip()}
         with tempfile.TemporaryDirectory() as out:
-            command = [
-                sys.executable,
-                __file__,
-                "--only-isolated",
-                f"--sizes={size}",
-                "--layouts=one",
-                "--dtypes=float32",
-                f"--optimizers=adam,{AADAM}",
-                f"--repeats={args.repeats}",
-                f"--sample-ms={args.sample_ms}",
-                f"--leaves={args.leaves}",
-                f"--backend={args.backend}",
-                f"--out={out}",
-            ]
-            # Added to whatever XLA_FLAGS the user runs with.
-            user_flags = os.environ.get("XLA_FLAGS", "")
-            env = {**os.environ, "XLA_FLAGS": f"{user_flags} {flags}".strip()}
+            command = [sys.executable, __file__, *options, f"--out={out}"]
             subprocess.run(command, check=True, env=env, capture_output=True)
-            with open(pathlib.Path(out) / "speed.csv") as handle:
-                for row in csv.DictReader(handle):
-                    rows.append(
-                        {
-                            **row,
-                            "section": "multi-output fusion",
-                            "xla_flags": flags or "(none)",
-                        }
-                    )
+            rows += [
+                {
+                    **row,
+                    "section": "multi-output fusion",
+                    "xla_flags": flags or "(none)",
+                }
+                for row in records.read_csv(pathlib.Path(out) / "speed.csv")
+            ]
     return rows
 
 
@@ -616,310 +522,32 @@ def compilations_over_steps(steps: int = 5) -> dict[str, int]:
     return counts
 
 
-def state_bytes_table(size: int) -> list[dict[str, Any]]:
+def state_bytes(size: int) -> dict[str, float]:
+    """State bytes per parameter of each of `state_options()`."""
     params = {"w": jax.device_put(np.ones((size,), np.float32))}
-    return [
-        {
-            "optimizer": name,
-            "state_bytes_per_param": tree_bytes(opt.init(params)) / size,
-        }
+    return {
+        name: tree_bytes(opt.init(params)) / size
         for name, opt in state_options().items()
-    ]
+    }
 
 
-def spread(row: dict[str, Any], key: str, digits: int) -> str:
-    """`median [q25-q75]` of a timing column."""
-    low, high = (
-        ("q25_ms", "q75_ms") if key == "median_ms" else ("ratio_q25", "ratio_q75")
-    )
-    return (
-        f"{float(row[key]):.{digits}f} "
-        f"[{float(row[low]):.{digits}f}-{float(row[high]):.{digits}f}]"
-    )
+def code_facts(size: int) -> dict[str, Any]:
+    """What the report states beside the timings: properties of the code."""
+    return {
+        "state_bytes_per_param": state_bytes(size),
+        "compilations": compilations_over_steps(),
+    }
 
 
-def hlo_cell(value: Any) -> str:
-    """An HLO fact, or "-" where the case's HLO was not read."""
-    if value == "":
-        return "-"
-    return f"{value:.1f}" if isinstance(value, float) else str(value)
+def _sizes(text: str) -> list[int]:
+    return [int(float(v)) for v in text.split(",")]
 
 
-def goal_line(what: str, ratio: float, goal: float) -> str:
-    verdict = "met" if ratio <= goal else "NOT met"
-    # Three decimals where two would round a miss onto the goal.
-    digits = 2 if verdict == "met" or round(ratio, 2) > goal else 3
-    return f"- {what}: {ratio:.{digits}f} (goal <= {goal:.2f}: {verdict})."
-
-
-def pick(rows: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
-    return [r for r in rows if all(str(r.get(k)) == str(v) for k, v in match.items())]
-
-
-def write_markdown(
-    path: pathlib.Path,
-    rows: list[dict[str, Any]],
-    state_rows: list[dict[str, Any]],
-    compilations: dict[str, int],
-    command: str,
-    elapsed: float,
-    recorded: dict[str, Any],
-) -> None:
-    isolated = pick(rows, section="isolated update")
-    whole = pick(rows, section="whole step")
-    fusion = pick(rows, section="multi-output fusion")
-    dispatch = pick(rows, section="dispatch")
-    lines = [
-        "# Speed and memory: the AAdam family against optax.adam",
-        "",
-        f"Command: `{command}`  ",
-        f"Date: {datetime.date.today().isoformat()}; backend: "
-        f"{jax.default_backend()} ({jax.devices()[0].device_kind}); "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"wall time {elapsed:.0f} s.",
-        "",
-        *provenance.markdown_lines(recorded),
-        "",
-        "Every optimizer of a case runs once per round, in a rotating order, and "
-        "a sample is k steps inside one compiled loop (the same k for all, "
-        "`k` column), so the time is the step's, not Python's. Cells are the "
-        "median over the rounds with the interquartile range in brackets; a "
-        "ratio is taken within each round (time / adam's time), then its median "
-        "and IQR. Absolute times on a shared machine vary from run to run; the "
-        "interleaved ratios are what to compare.",
-        "",
-        "## Goals",
-        "",
-    ]
-    for row in pick(whole, optimizer=AADAM):
-        if "cnn" in row["case"] or "bytes_lm" in row["case"]:
-            lines.append(
-                goal_line(
-                    f"AAdam whole step / Adam's, {row['case']}",
-                    row["ratio_to_adam"],
-                    WHOLE_STEP_GOAL,
-                )
-            )
-    if isolated:
-        largest = max(r["size"] for r in isolated)
-        for row in pick(isolated, size=largest, dtype="float32", optimizer=AADAM):
-            lines.append(
-                goal_line(
-                    f"AAdam isolated update / Adam's, {row['case']}, {largest:.0e} "
-                    "params",
-                    row["ratio_to_adam"],
-                    ISOLATED_UPDATE_GOAL,
-                )
-            )
-        for row in pick(isolated, size=largest, optimizer=AADAM):
-            adam = pick(isolated, case=row["case"], size=largest, optimizer="adam")
-            if row["xla_bytes_per_param"] and adam[0]["xla_bytes_per_param"]:
-                lines.append(
-                    f"- XLA's bytes accessed, AAdam / Adam, {row['case']}: "
-                    f"{row['xla_bytes_per_param'] / adam[0]['xla_bytes_per_param']:.2f}"
-                    " (the floor of this backend's fusions, see below)."
-                )
-    for row in pick(fusion, optimizer=AADAM):
-        adam = pick(fusion, optimizer="adam", xla_flags=row["xla_flags"])[0]
-        # A ratio can improve because Adam got slower: give both times.
-        lines.append(
-            goal_line(
-                f"Same, fresh process, {row['layout']} leaf layout, XLA_FLAGS "
-                f"{row['xla_flags']} (AAdam {float(row['median_ms']):.1f} ms, "
-                f"Adam {float(adam['median_ms']):.1f} ms)",
-                float(row["ratio_to_adam"]),
-                ISOLATED_UPDATE_GOAL,
-            )
-        )
-    recompiled = sorted(name for name, count in compilations.items() if count != 1)
-    lines.append(
-        "- Compilations of each jitted step over 5 steps: "
-        + (
-            "1 for every optimizer."
-            if not recompiled
-            else f"more than 1 for {recompiled}."
-        )
-    )
-    for row in state_rows:
-        lines.append(
-            f"- State bytes per parameter, {row['optimizer']}: "
-            f"{row['state_bytes_per_param']:.2f}"
-        )
-
-    if whole:
-        lines += [
-            "",
-            "## Whole training step (forward, backward, update)",
-            "",
-            "| case | params | optimizer | ms per step | ratio to adam | k |",
-            "|---|---:|---|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {r['case']} | {r['size']:,} | {r['optimizer']} "
-            f"| {spread(r, 'median_ms', 3)} | {spread(r, 'ratio_to_adam', 2)} "
-            f"| {r['steps_per_sample']} |"
-            for r in whole
-        ]
-        lines += [""] + sorted(
-            {f"- {r['case'].split(' ')[0]}: {r['description']}." for r in whole}
-        )
-    if isolated:
-        lines += [
-            "",
-            f"## Isolated update (update + apply_updates), {largest:.0e} params",
-            "",
-            "`floor` is the fraction of the bandwidth floor reached: minimal bytes "
-            "(read params, grads and state; write params and state) over the "
-            "bandwidth a fused `y + a*x` reached in the same rounds. `XLA B/param` "
-            "is XLA's own estimate for one step.",
-            "",
-            "Without multi-output fusion (XLA:CPU's default) every array a step "
-            "writes is its own kernel, which reads all it needs: Adam writes 3 "
-            "arrays per leaf (mu, nu, params), AAdam 5 (mu, nu, prev_update, the "
-            "sign, params). Per float32 parameter that is mu 12 B, nu 12 B and "
-            "params 16 B for Adam (40 B), and mu 12, nu 12, prev_update 21 "
-            "(g, mu, nu, prev_update, sign in; prev_update out), sign 5 and "
-            "params 12 B for AAdam (62 B): 1.55 times Adam's, above the 1.36 of "
-            "the minimal traffic (`min B/param`). The same count of kernels sets "
-            "the fixed cost per leaf that dominates small models.",
-            "",
-            "| case | optimizer | ms | ratio to adam | min B/param | XLA B/param "
-            "| floor | large copies | fusions |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {r['case']} | {r['optimizer']} | {spread(r, 'median_ms', 2)} "
-            f"| {spread(r, 'ratio_to_adam', 2)} | {r['min_bytes_per_param']:.1f} "
-            f"| {hlo_cell(r['xla_bytes_per_param'])} | {r['floor_fraction']:.2f} "
-            f"| {hlo_cell(r['large_copies'])} | {hlo_cell(r['fusions'])} |"
-            for r in pick(isolated, size=largest)
-        ]
-        names = list(dict.fromkeys(r["optimizer"] for r in isolated))
-        lines += [
-            "",
-            "### All sizes: median ratio to adam",
-            "",
-            "| case | size | " + " | ".join(names) + " |",
-            "|---|---:|" + "---:|" * len(names),
-        ]
-        for case, size in dict.fromkeys((r["case"], r["size"]) for r in isolated):
-            cells = {r["optimizer"]: r for r in pick(isolated, case=case, size=size)}
-            lines.append(
-                f"| {case} | {size:.0e} | "
-                + " | ".join(
-                    f"{cells[n]['ratio_to_adam']:.2f}" if n in cells else "-"
-                    for n in names
-                )
-                + " |"
-            )
-    if fusion:
-        lines += [
-            "",
-            "## XLA:CPU multi-output fusion",
-            "",
-            f"The isolated update in two fresh processes, XLA_FLAGS unset and "
-            f"`XLA_FLAGS={MULTI_OUTPUT_FUSION}`.",
-            "",
-            "| XLA_FLAGS | case | optimizer | ms | ratio to adam | XLA B/param "
-            "| fusions |",
-            "|---|---|---|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {r['xla_flags']} | {r['case']} | {r['optimizer']} "
-            f"| {spread(r, 'median_ms', 2)} | {spread(r, 'ratio_to_adam', 2)} "
-            f"| {float(r['xla_bytes_per_param']):.1f} | {r['fusions']} |"
-            for r in fusion
-        ]
-    if dispatch:
-        lines += [
-            "",
-            "## Dispatch: what the host adds to one jitted update call",
-            "",
-            "The isolated update timed as one call per step and as steps in one "
-            "compiled loop, interleaved; host cost = per-call time - in-loop time "
-            "(microseconds, median [IQR] over the rounds).",
-            "",
-            "| case | optimizer | state leaves | per call us | in loop us "
-            "| host us | host ratio to adam |",
-            "|---|---|---:|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {r['case']} | {r['optimizer']} | {r['state_leaves']} "
-            f"| {1e3 * r['per_call_ms']:.0f} | {1e3 * r['in_loop_ms']:.0f} "
-            f"| {1e3 * r['median_ms']:.0f} [{1e3 * r['q25_ms']:.0f}-"
-            f"{1e3 * r['q75_ms']:.0f}] | {spread(r, 'ratio_to_adam', 2)} |"
-            for r in dispatch
-        ]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def plot(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
-    """Ratio to adam (median and IQR): the isolated update by size, and the
-    whole step by model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    isolated = pick(rows, section="isolated update")
-    whole = pick(rows, section="whole step")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for case in dict.fromkeys(r["case"] for r in isolated):
-        points = pick(isolated, case=case, optimizer=AADAM)
-        if len({r["size"] for r in points}) > 1:
-            sizes = [r["size"] for r in points]
-            left.plot(
-                sizes, [r["ratio_to_adam"] for r in points], marker="o", label=case
-            )
-            left.fill_between(
-                sizes,
-                [r["ratio_q25"] for r in points],
-                [r["ratio_q75"] for r in points],
-                alpha=0.2,
-            )
-    left.axhline(ISOLATED_UPDATE_GOAL, color="k", linestyle="--", linewidth=0.8)
-    left.set_xscale("log")
-    left.set_xlabel("parameters")
-    left.set_ylabel("AAdam time / optax.adam time")
-    left.set_title("isolated update (median, IQR band)")
-    if isolated:
-        left.legend(fontsize=7)
-    cases = list(dict.fromkeys(r["case"] for r in whole))
-    names = list(dict.fromkeys(r["optimizer"] for r in whole))
-    width = 0.8 / max(1, len(names))
-    for j, name in enumerate(names):
-        cells = [pick(whole, case=c, optimizer=name)[0] for c in cases]
-        medians = np.array([r["ratio_to_adam"] for r in cells])
-        errors = [
-            medians - [r["ratio_q25"] for r in cells],
-            [r["ratio_q75"] for r in cells] - medians,
-        ]
-        right.bar(
-            np.arange(len(cases)) + j * width, medians, width, yerr=errors, label=name
-        )
-    right.axhline(WHOLE_STEP_GOAL, color="k", linestyle="--", linewidth=0.8)
-    labels = [case.replace(" (", "\n(") for case in cases]
-    right.set_xticks(np.arange(len(cases)) + 0.4 - width / 2, labels, fontsize=7)
-    right.set_ylabel("step time / optax.adam step time")
-    right.set_title("whole training step (median, IQR)")
-    if whole:
-        right.set_ylim(0.8, max(1.3, max(r["ratio_q75"] for r in whole) + 0.05))
-        right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    sizes = lambda s: [int(float(v)) for v in s.split(",")]  # noqa: E731
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="auto")
+def _case_options(parser: argparse.ArgumentParser) -> None:
+    """What is timed: sizes, layouts, dtypes, optimizers and models."""
     parser.add_argument(
         "--sizes",
-        type=sizes,
+        type=_sizes,
         help="isolated update: parameter counts (default by backend)",
     )
     parser.add_argument("--layouts", default="one,many")
@@ -927,7 +555,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--leaves", type=int, default=200, help="leaves in 'many'")
     parser.add_argument(
         "--many-sizes",
-        type=sizes,
+        type=_sizes,
         help="sizes for the many-leaf layout (default: the largest size), timed "
         "in the first of --dtypes and for --step-optimizers only, since "
         "compiling 200 leaves is slow",
@@ -948,6 +576,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="digits_mlp,mnist_cnn,bytes_lm",
         help="whole-step models (empty for none)",
     )
+
+
+def _sampling_options(parser: argparse.ArgumentParser) -> None:
+    """How long a sample takes and how many rounds are timed."""
     parser.add_argument("--repeats", type=int, default=9, help="rounds, at least 7")
     parser.add_argument(
         "--sample-ms", type=float, default=60.0, help="target time of one sample"
@@ -966,6 +598,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="target time of one whole-step sample: a Transformer step takes "
         "tens of ms, and a sample of one or two steps is mostly noise",
     )
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="auto")
+    _case_options(parser)
+    _sampling_options(parser)
     parser.add_argument(
         "--only-isolated",
         action="store_true",
@@ -973,9 +615,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, seconds")
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite speed.md and speed.png from speed.csv and speed_run.json in "
+        "--out, measuring nothing",
+    )
+    parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "results"
     )
     args = parser.parse_args(argv)
+    _check(parser, args)
+    return args
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuses too few rounds and unknown optimizers; splits the lists."""
     for name in ("repeats", "step_repeats"):
         if getattr(args, name) < 7:
             option = "--" + name.replace("_", "-")
@@ -998,17 +652,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             f"--step-optimizers must start with adam and be among --optimizers {chosen}"
         )
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    if args.backend != "auto":
-        jax.config.update(
-            "jax_platforms", args.backend if args.backend != "gpu" else "cuda"
-        )
-    backend = jax.default_backend()
+def default_sizes(args: argparse.Namespace, backend: str) -> None:
     if args.sizes is None:
         if args.quick:
             args.sizes = [10_000, 100_000]
@@ -1020,41 +666,44 @@ def main(argv: list[str] | None = None) -> None:
         args.leaves = min(args.leaves, 20)
     if args.many_sizes is None:
         args.many_sizes = [max(args.sizes)]
-    opts = {name: opt for name, opt in optimizers().items() if name in args.optimizers}
-    step_opts = {name: opts[name] for name in args.step_optimizers}
+
+
+# A job measures one case and returns its rows; the progress bar counts jobs.
+Job = tuple[str, Callable[[], list[dict[str, Any]]]]
+
+
+def whole_step_jobs(
+    args: argparse.Namespace, opts: dict[str, optax.GradientTransformation]
+) -> list[Job]:
+    jobs: list[Job] = []
+    for name in args.models:
+        model = digits_mlp() if name == "digits_mlp" else workload_model(name)
+        # XLA:CPU runs convolutions many times slower inside a loop body: there
+        # a call runs UNROLLED_STEPS steps written out, which it does not slow.
+        in_loop = not (model.has_convolutions and jax.default_backend() == "cpu")
+        unroll = 1 if in_loop else UNROLLED_STEPS
+        jobs.append(
+            (name, partial(time_whole_step, model, opts, in_loop, args, unroll))
+        )
+        if name == "digits_mlp":
+            # The dispatch-bound case: a small model, one call per step.
+            per_call = partial(time_whole_step, model, opts, False, args)
+            jobs.append((f"{name} per call", per_call))
+    return jobs
+
+
+def isolated_jobs(
+    args: argparse.Namespace,
+    opts: dict[str, optax.GradientTransformation],
+    step_opts: dict[str, optax.GradientTransformation],
+) -> list[Job]:
     dtypes = args.dtypes.split(",")
-    largest = max(args.sizes)
     cases = [Case("one", dtype, size) for dtype in dtypes for size in args.sizes]
     if "many" in args.layouts.split(","):
         # Compiling 200 leaves per optimizer is slow: the first dtype and the
         # --step-optimizers only.
         cases += [Case("many", dtypes[0], size) for size in args.many_sizes]
-    models = {
-        name: digits_mlp() if name == "digits_mlp" else workload_model(name)
-        for name in ([] if args.only_isolated else args.models)
-    }
-    # Each job returns rows; the progress bar counts jobs.
-    jobs: list[tuple[str, Callable[[], list[dict[str, Any]]]]] = []
-    for model in models.values():
-        # XLA:CPU runs convolutions many times slower inside a loop body: there
-        # a call runs UNROLLED_STEPS steps written out, which it does not slow.
-        in_loop = not (model.has_convolutions and backend == "cpu")
-        unroll = 1 if in_loop else UNROLLED_STEPS
-        jobs.append(
-            (
-                model.name,
-                partial(time_whole_step, model, step_opts, in_loop, args, unroll),
-            )
-        )
-        if model.name == "digits_mlp":
-            # The dispatch-bound case: a small model, one call per step.
-            jobs.append(
-                (
-                    f"{model.name} per call",
-                    partial(time_whole_step, model, step_opts, False, args),
-                )
-            )
-    jobs += [
+    return [
         (
             f"{c.layout} {c.dtype} {c.size:.0e}",
             partial(
@@ -1064,15 +713,29 @@ def main(argv: list[str] | None = None) -> None:
                 args,
                 # XLA compiles 200 leaves slowly: a second compile only to
                 # read one step's HLO is spent on the one-leaf layout alone.
-                c.size == largest and c.layout == "one",
+                c.size == max(args.sizes) and c.layout == "one",
             ),
         )
         for c in cases
     ]
-    if not args.only_isolated:
-        jobs.append(("dispatch", partial(dispatch_rows, step_opts, args)))
-        if backend == "cpu":
-            jobs.append(("fusion", partial(fusion_rows, args, largest)))
+
+
+def plan(args: argparse.Namespace) -> list[Job]:
+    """Every measurement of the run, in order."""
+    opts = {name: opt for name, opt in optimizers().items() if name in args.optimizers}
+    step_opts = {name: opts[name] for name in args.step_optimizers}
+    if args.only_isolated:
+        return isolated_jobs(args, opts, step_opts)
+    jobs = whole_step_jobs(args, step_opts) + isolated_jobs(args, opts, step_opts)
+    jobs.append(("dispatch", partial(dispatch_rows, step_opts, args)))
+    if jax.default_backend() == "cpu":
+        jobs.append(("fusion", partial(fusion_rows, args, max(args.sizes))))
+    return jobs
+
+
+def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Runs every job into speed.csv; returns the run's record."""
+    jobs = plan(args)
     started = time.perf_counter()
     # Recorded before the first measurement: the code this process imported.
     recorded = {} if args.only_isolated else provenance.record(("tqdm",))
@@ -1081,41 +744,51 @@ def main(argv: list[str] | None = None) -> None:
     for label, job in progress:
         progress.set_postfix_str(label)
         rows += job()
-    state_rows = state_bytes_table(max(args.sizes))
-    compilations = compilations_over_steps()
-    elapsed = time.perf_counter() - started
-
+    facts = code_facts(max(args.sizes))
     args.out.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(args.out / "speed.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    if args.only_isolated:
-        return
-    command = "python benchmarks/speed.py " + " ".join(argv)
-    write_markdown(
-        args.out / "speed.md",
-        rows,
-        state_rows,
-        compilations,
-        command.strip(),
-        elapsed,
-        recorded,
-    )
-    plot(args.out / "speed.png", rows)
-    run = {
-        "command": command.strip(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-            "%Y-%m-%d %H:%M UTC"
-        ),
-        "wall_seconds": elapsed,
-        "backend": backend,
-        "machine": f"{platform.platform()}, {os.cpu_count()} cores",
+    records.write_csv(args.out / "speed.csv", rows)
+    return {
+        "command": command,
+        "date": environment.now(),
+        "wall_seconds": time.perf_counter() - started,
+        "backend": jax.default_backend(),
+        "machine": environment.machine(),
+        "quick": args.quick,
         "provenance": recorded,
+        **facts,
         "files": ["speed.csv", "speed.md", "speed.png", "speed_run.json"],
     }
-    (args.out / "speed_run.json").write_text(json.dumps(run, indent=1) + "\n")
+
+
+def write_report(out: pathlib.Path) -> None:
+    """speed.md and speed.png from the stored speed.csv and speed_run.json.
+
+    A run JSON from before the code facts were stored lacks them: they are
+    properties of the code (not timings), so they are computed again here.
+    """
+    run = records.read_json(out / "speed_run.json")
+    if "compilations" not in run:
+        run.update(code_facts(size=1000))
+    speed_report.write(out, run)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.backend != "auto":
+        jax.config.update(
+            "jax_platforms", args.backend if args.backend != "gpu" else "cuda"
+        )
+    if args.report_only:
+        write_report(args.out)
+        return
+    default_sizes(args, jax.default_backend())
+    command = ("python benchmarks/speed.py " + " ".join(argv)).strip()
+    run = measure(args, command)
+    if args.only_isolated:
+        return
+    records.write_json(args.out / "speed_run.json", run)
+    speed_report.write(args.out, run)
     print((args.out / "speed.md").read_text())
 
 

@@ -12,6 +12,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import speed  # noqa: E402 - from the benchmarks folder added above
+from harness import speed_report, timing  # noqa: E402
 
 AADAM = "aadam[sign_change]"
 LEAVES = 5
@@ -113,12 +114,23 @@ def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
     recorded = run["provenance"]
     assert len(recorded["commit"]) == 40 and "jax" in recorded["versions"]
     assert f"- Numerics fingerprint: `{recorded['numerics']['hash']}`" in markdown
+    assert run["compilations"][AADAM] == 1
+    assert run["state_bytes_per_param"]["aadam"] == 13.0
+
+    # The report is written from the stored files alone.
+    (tmp_path / "speed.md").unlink()
+    (tmp_path / "speed.png").unlink()
+    report_only = [command[0], command[1], "--report-only", f"--out={tmp_path}"]
+    subprocess.run(report_only, check=True, capture_output=True, timeout=600)
+    assert (tmp_path / "speed.md").read_text() == markdown
+    assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_goal_line_never_rounds_a_miss_onto_the_goal() -> None:
-    assert speed.goal_line("x", 1.4027, 1.40) == "- x: 1.403 (goal <= 1.40: NOT met)."
-    assert speed.goal_line("x", 1.4127, 1.40) == "- x: 1.41 (goal <= 1.40: NOT met)."
-    assert speed.goal_line("x", 1.3951, 1.40) == "- x: 1.40 (goal <= 1.40: met)."
+    goal_line = speed_report.goal_line
+    assert goal_line("x", 1.4027, 1.40) == "- x: 1.403 (goal <= 1.40: NOT met)."
+    assert goal_line("x", 1.4127, 1.40) == "- x: 1.41 (goal <= 1.40: NOT met)."
+    assert goal_line("x", 1.3951, 1.40) == "- x: 1.40 (goal <= 1.40: met)."
 
 
 def test_unrolled_samples_run_each_step_once_with_its_index() -> None:
@@ -131,8 +143,45 @@ def test_unrolled_samples_run_each_step_once_with_its_index() -> None:
 
     one = np.float32(1.0)
     for unroll in (1, 3):
-        sample = speed.compile_sample(step, np.float32(0), one, False, unroll)
+        sample = timing.compile_sample(step, np.float32(0), one, False, unroll)
         assert float(sample(np.float32(0), one, 6)) == 15.0
-        contender = speed.Contender(sample, np.float32(0), one)
-        k = speed.steps_per_sample(contender, 1e-3, multiple=unroll)
+        contender = timing.Contender(sample, np.float32(0), one)
+        k = timing.steps_per_sample(contender, 1e-3, multiple=unroll)
         assert k % unroll == 0 and k >= unroll
+
+
+def test_looped_samples_run_each_step_once_with_its_index() -> None:
+    def step(carry: Any, i: Any, constants: Any) -> Any:
+        return carry + i.astype(carry.dtype) * constants
+
+    one = np.float32(1.0)
+    sample = timing.compile_sample(step, np.float32(0), one, in_loop=True)
+    assert float(sample(np.float32(0), one, 6)) == 15.0
+
+
+def test_interleaved_rounds_rotate_the_order() -> None:
+    """Every contender runs once per round, the first of a round shifting by
+    one each round, so no contender always runs first."""
+    order: list[str] = []
+
+    def sample_of(name: str) -> timing.Sample:
+        def sample(carry: Any, constants: Any, k: int) -> Any:
+            order.append(name)
+            return carry
+
+        return sample
+
+    contenders = {n: timing.Contender(sample_of(n), np.float32(0), None) for n in "abc"}
+    k = timing.time_interleaved(contenders, rounds=3, sample_seconds=1e-9)
+    assert k == 1
+    timed = order[-9:]  # after choosing k and the warm-up
+    assert timed == list("abc" + "bca" + "cab")
+    assert all(len(c.seconds) == 3 for c in contenders.values())
+
+
+def test_per_round_ratios_are_taken_within_each_round() -> None:
+    # The machine slows down in round 3; the ratio, taken within the round,
+    # does not move.
+    times, ratios = timing.per_round([2.0, 2.0, 20.0, 2.0], [1.0, 1.0, 10.0, 1.0])
+    assert ratios == (2.0, 2.0, 2.0)
+    assert times.median == 2000.0 and times.q25 == 2000.0 and times.q75 == 6500.0
