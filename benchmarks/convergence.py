@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
 import dataclasses
-import json
 import math
 import os
 import pathlib
@@ -51,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from harness import environment, plots, provenance, scoring
+from harness import convergence_report, environment, provenance, records, scoring
 from harness.grid import make_program
 from harness.problems import Task, make_tasks
 
@@ -101,6 +99,13 @@ PAIRS: tuple[tuple[str, str], ...] = (
 # (median over the tuning seeds).
 TARGET_OPTIMIZER = "adam"
 TARGET_FRACTION = 0.25
+
+# The noise rule for every comparison of an AAdam optimizer with its Optax
+# optimizer, fixed before the run: the reported seeds give both the same
+# initial parameters, batches and noise, so the per-seed differences are
+# paired, and a difference counts only when a two-sided paired t-test rejects
+# equality at this level; otherwise it is a tie (`harness/convergence_report.py`).
+ALPHA = 0.05
 
 
 @dataclasses.dataclass
@@ -195,9 +200,9 @@ def summarise(cell: Cell) -> dict[str, Any]:
         "steps_std": float(steps.std(ddof=1)) if len(steps) > 1 else 0.0,
         "reached": int(reached.sum()),
         "final_loss_mean": float(cell.final_loss[i, reported].mean()),
-        "final_loss_std": _std(cell.final_loss[i, reported]),
+        "final_loss_std": scoring.sample_std(cell.final_loss[i, reported]),
         "loss_mean": float(cell.loss[i, reported].mean()),
-        "loss_std": _std(cell.loss[i, reported]),
+        "loss_std": scoring.sample_std(cell.loss[i, reported]),
         "val_loss_mean": math.nan,
         "val_loss_std": math.nan,
         "test_accuracy_mean": math.nan,
@@ -205,32 +210,10 @@ def summarise(cell: Cell) -> dict[str, Any]:
     }
     if cell.val_loss is not None and cell.test_accuracy is not None:
         row["val_loss_mean"] = float(cell.val_loss[i, reported].mean())
-        row["val_loss_std"] = _std(cell.val_loss[i, reported])
+        row["val_loss_std"] = scoring.sample_std(cell.val_loss[i, reported])
         row["test_accuracy_mean"] = float(cell.test_accuracy[i, reported].mean())
-        row["test_accuracy_std"] = _std(cell.test_accuracy[i, reported])
+        row["test_accuracy_std"] = scoring.sample_std(cell.test_accuracy[i, reported])
     return row
-
-
-def _std(a: np.ndarray) -> float:
-    """Sample standard deviation; NaN if any seed diverged, 0 for one seed."""
-    if not np.all(np.isfinite(a)):
-        return math.nan
-    return float(a.std(ddof=1)) if len(a) > 1 else 0.0
-
-
-def _rank(values: Sequence[tuple[float, float]]) -> list[float]:
-    """Average ranks (1 = best) of tuples compared lexicographically; ties share."""
-    order = sorted(range(len(values)), key=lambda k: values[k])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for k in order[start : end + 1]:
-            ranks[k] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
 
 
 def add_ranks(rows: list[dict[str, Any]]) -> None:
@@ -238,8 +221,12 @@ def add_ranks(rows: list[dict[str, Any]]) -> None:
     `rank_loss` (the loss alone)."""
     for task in dict.fromkeys(r["task"] for r in rows):
         group = [r for r in rows if r["task"] == task]
-        by_steps = _rank([(r["steps_mean"], _nan_inf(r["loss_mean"])) for r in group])
-        by_loss = _rank([(_nan_inf(r["loss_mean"]), 0.0) for r in group])
+        by_steps = scoring.average_ranks(
+            [(r["steps_mean"], _nan_inf(r["loss_mean"])) for r in group]
+        )
+        by_loss = scoring.average_ranks(
+            [(_nan_inf(r["loss_mean"]), 0.0) for r in group]
+        )
         for r, a, b in zip(group, by_steps, by_loss, strict=True):
             r["rank_steps"], r["rank_loss"] = a, b
 
@@ -267,29 +254,29 @@ RAW_COLUMNS = (
 )
 
 
-def write_raw_csv(path: pathlib.Path, cells: list[Cell], seeds: np.ndarray) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(RAW_COLUMNS)
-        for cell in cells:
-            steps, reached = cell.steps_to_target
-            for i, lr in enumerate(cell.learning_rates):
-                for s, seed in enumerate(seeds):
-                    writer.writerow(
-                        [
-                            cell.task.name,
-                            cell.optimizer,
-                            f"{lr:.6g}",
-                            int(seed),
-                            int(s < cell.tuning),
-                            int(i == cell.best),
-                            int(steps[i, s]),
-                            int(reached[i, s]),
-                            f"{cell.final_loss[i, s]:.6g}",
-                            _fmt_opt(cell.val_loss, i, s),
-                            _fmt_opt(cell.test_accuracy, i, s),
-                        ]
-                    )
+def raw_rows(cells: list[Cell], seeds: np.ndarray) -> list[dict[str, Any]]:
+    """A row per task, optimizer, learning rate and seed."""
+    rows = []
+    for cell in cells:
+        steps, reached = cell.steps_to_target
+        for i, lr in enumerate(cell.learning_rates):
+            rows += [
+                {
+                    "task": cell.task.name,
+                    "optimizer": cell.optimizer,
+                    "lr": f"{lr:.6g}",
+                    "seed": int(seed),
+                    "tuning": int(s < cell.tuning),
+                    "selected": int(i == cell.best),
+                    "steps_to_target": int(steps[i, s]),
+                    "reached": int(reached[i, s]),
+                    "final_loss": f"{cell.final_loss[i, s]:.6g}",
+                    "val_loss": _fmt_opt(cell.val_loss, i, s),
+                    "test_accuracy": _fmt_opt(cell.test_accuracy, i, s),
+                }
+                for s, seed in enumerate(seeds)
+            ]
+    return rows
 
 
 def _fmt_opt(a: np.ndarray | None, i: int, s: int) -> str:
@@ -318,390 +305,6 @@ SUMMARY_COLUMNS = (
     "rank_steps",
     "rank_loss",
 )
-
-
-def write_summary_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, SUMMARY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def plot_curves(path: pathlib.Path, cells: list[Cell]) -> None:
-    tasks = list(dict.fromkeys(c.task.name for c in cells))
-    fig, axes = plots.panels(len(tasks))
-    for ax, name in zip(axes, tasks, strict=True):
-        task_cells = [c for c in cells if c.task.name == name]
-        task = task_cells[0].task
-        x = np.arange(task.steps + 1)
-        for cell in task_cells:
-            curve = cell.curve[cell.best, cell.tuning :]
-            positive = np.clip(curve, 1e-12, None)
-            style = plots.style(cell.optimizer)
-            ax.plot(x, np.median(positive, 0), label=cell.optimizer, **style)
-            ax.fill_between(
-                x,
-                positive.min(0),
-                positive.max(0),
-                color=style["color"],
-                alpha=0.12,
-                linewidth=0,
-            )
-        ax.axhline(task_cells[0].target, color="black", linewidth=0.8, linestyle=":")
-        ax.set_yscale("log")
-        ax.set_title(f"{name} ({task.batch})", fontsize=10)
-        ax.set_xlabel("step")
-        ax.set_ylabel("training objective")
-        ax.grid(alpha=0.3, which="both", linewidth=0.4)
-    plots.save(
-        fig,
-        path,
-        "Training objective at each optimizer's chosen learning rate: median over "
-        "reported seeds, band = min..max; dotted line = target",
-    )
-
-
-def plot_learning_rates(path: pathlib.Path, cells: list[Cell]) -> None:
-    """Mean steps to target (reported seeds) against the learning rate."""
-    tasks = list(dict.fromkeys(c.task.name for c in cells))
-    fig, axes = plots.panels(len(tasks))
-    for ax, name in zip(axes, tasks, strict=True):
-        for cell in (c for c in cells if c.task.name == name):
-            steps = cell.steps_to_target[0][:, cell.tuning :].mean(-1)
-            ax.plot(
-                cell.learning_rates,
-                steps,
-                marker="o",
-                markersize=2.5,
-                label=cell.optimizer,
-                **plots.style(cell.optimizer),
-            )
-        ax.set_xscale("log")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel("mean steps to target")
-        ax.grid(alpha=0.3, which="both", linewidth=0.4)
-    plots.save(
-        fig,
-        path,
-        "Steps to target against the learning rate (mean over reported seeds; "
-        "the step budget where not reached)",
-    )
-
-
-def task_table(rows: list[dict[str, Any]], task: Task) -> list[str]:
-    has_data = task.evaluate is not None
-    header = ["optimizer", "lr", "steps to target", "reached", "final train loss"]
-    if has_data:
-        header += ["val loss", "test accuracy"]
-    header += ["rank (steps)", "rank (loss)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        lr = f"{r['lr']:.3g}" + (
-            f" ({r['lr_at_edge']} edge)" if r["lr_at_edge"] else ""
-        )
-        cells = [
-            f"`{r['optimizer']}`",
-            lr,
-            scoring.plus_minus(r["steps_mean"], r["steps_std"], 4),
-            f"{r['reached']}/{r['seeds']}",
-            scoring.plus_minus(r["final_loss_mean"], r["final_loss_std"]),
-        ]
-        if has_data:
-            cells += [
-                scoring.plus_minus(r["val_loss_mean"], r["val_loss_std"]),
-                scoring.plus_minus(r["test_accuracy_mean"], r["test_accuracy_std"]),
-            ]
-        cells += [f"{r['rank_steps']:g}", f"{r['rank_loss']:g}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def rank_table(rows: list[dict[str, Any]], tasks: list[Task]) -> list[str]:
-    names = list(OPTIMIZERS)
-    header = ["optimizer"] + [t.name for t in tasks]
-    header += ["mean rank (steps)", "mean rank (loss)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    averages = {}
-    for name in names:
-        mine = [r for r in rows if r["optimizer"] == name]
-        averages[name] = (
-            float(np.mean([r["rank_steps"] for r in mine])),
-            float(np.mean([r["rank_loss"] for r in mine])),
-        )
-    for name in sorted(names, key=lambda n: averages[n]):
-        by_task = {r["task"]: r for r in rows if r["optimizer"] == name}
-        cells = [f"`{name}`"]
-        cells += [
-            f"{by_task[t.name]['rank_steps']:g} / {by_task[t.name]['rank_loss']:g}"
-            for t in tasks
-        ]
-        cells += [f"{averages[name][0]:.2f}", f"{averages[name][1]:.2f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-# The noise rule for every comparison of an AAdam optimizer with its Optax
-# optimizer, fixed before the run: the reported seeds give both the same
-# initial parameters, batches and noise, so the per-seed differences are
-# paired, and a difference counts only when a two-sided paired t-test rejects
-# equality at this level; otherwise it is a tie.
-ALPHA = 0.05
-
-
-def _reported(cell: Cell, values: np.ndarray, i: int) -> np.ndarray:
-    """`values[i]` over the reported (not tuning) seeds."""
-    return values[i, cell.tuning :]
-
-
-def robustness_lines(cells: list[Cell]) -> list[str]:
-    """Each pair at equal learning rates above the Optax optimizer's chosen one."""
-    lines = []
-    for accelerated, base in PAIRS:
-        tally = scoring.Tally()
-        for a, b in _pairs_of_cells(cells, accelerated, base):
-            steps_a, steps_b = a.steps_to_target[0], b.steps_to_target[0]
-            for i in range(b.best + 1, len(b.learning_rates)):
-                x, y = _reported(a, steps_a, i), _reported(b, steps_b, i)
-                tally.add(
-                    scoring.paired_test(x, y, ALPHA),
-                    f"{a.task.name} at {b.learning_rates[i]:.3g}: "
-                    f"{x.mean():.1f} vs {y.mean():.1f}",
-                )
-        lines.append(
-            f"- **Above `{base}`'s chosen learning rate** (equal rates, mean steps "
-            f"over reported seeds), `{accelerated}` took fewer steps at "
-            f"{len(tally.wins)} (task, rate) point(s), more at {len(tally.losses)} "
-            f"and tied at {len(tally.ties)}"
-            + tally.notes("fewer", "more", "tied")
-            + "."
-        )
-    return lines
-
-
-def _pairs_of_cells(
-    cells: list[Cell], accelerated: str, base: str
-) -> list[tuple[Cell, Cell]]:
-    by = {(c.task.name, c.optimizer): c for c in cells}
-    tasks = dict.fromkeys(c.task.name for c in cells)
-    return [(by[(t, accelerated)], by[(t, base)]) for t in tasks]
-
-
-def summary_lines(
-    rows: list[dict[str, Any]], tasks: list[Task], cells: list[Cell]
-) -> list[str]:
-    """Plain-language findings, each computed from the rows."""
-    by = {(r["task"], r["optimizer"]): r for r in rows}
-    cell_of = {(c.task.name, c.optimizer): c for c in cells}
-    lines = []
-    for accelerated, base in PAIRS:
-        steps, losses = scoring.Tally(), scoring.Tally()
-        for task in tasks:
-            a, b = by[(task.name, accelerated)], by[(task.name, base)]
-            ca, cb = cell_of[(task.name, accelerated)], cell_of[(task.name, base)]
-            ratio = a["steps_mean"] / max(b["steps_mean"], 1e-12)
-            outcome = scoring.paired_test(
-                _reported(ca, ca.steps_to_target[0], ca.best),
-                _reported(cb, cb.steps_to_target[0], cb.best),
-                ALPHA,
-            )
-            neither = a["reached"] == 0 and b["reached"] == 0
-            steps.add(
-                outcome,
-                f"{task.name} (neither reached)"
-                if neither
-                else f"{task.name} ×{ratio:.2f}",
-            )
-            loss_ratio = a["loss_mean"] / max(b["loss_mean"], 1e-30)
-            losses.add(
-                scoring.paired_test(
-                    _reported(ca, ca.loss, ca.best),
-                    _reported(cb, cb.loss, cb.best),
-                    ALPHA,
-                ),
-                f"{task.name} ×{loss_ratio:.2g}",
-            )
-        lines.append(
-            f"- **`{accelerated}` vs `{base}`**, steps to target (ratio of means): "
-            f"fewer on {len(steps.wins)} task(s) ({', '.join(steps.wins) or '-'}); "
-            f"more on {len(steps.losses)} ({', '.join(steps.losses) or '-'}); "
-            f"tied on {len(steps.ties)} ({', '.join(steps.ties) or '-'}). "
-            f"Loss lower on {len(losses.wins)} ({', '.join(losses.wins) or '-'}), "
-            f"higher on {len(losses.losses)} ({', '.join(losses.losses) or '-'}), "
-            f"tied on {len(losses.ties)}."
-        )
-    accuracy = []
-    for task in tasks:
-        if task.evaluate is None:
-            continue
-        a, b = by[(task.name, "aadam_sign_change")], by[(task.name, "adam")]
-        accuracy.append(
-            f"{task.name} {a['test_accuracy_mean']:.3f} vs "
-            f"{b['test_accuracy_mean']:.3f}"
-        )
-    lines.append(
-        "- Test accuracy, `aadam_sign_change` vs `adam` at their chosen learning "
-        f"rates: {'; '.join(accuracy)}."
-    )
-    mean_rank = {
-        name: float(np.mean([r["rank_steps"] for r in rows if r["optimizer"] == name]))
-        for name in OPTIMIZERS
-    }
-    order = sorted(mean_rank, key=mean_rank.get)
-    positions = ", ".join(
-        f"`{name}` {mean_rank[name]:.2f} (position {order.index(name) + 1})"
-        for name in dict.fromkeys([order[0], "aadam_sign_change", "adam", order[-1]])
-    )
-    lines.append(
-        f"- Mean rank by steps to target over {len(tasks)} tasks (1 = best of "
-        f"{len(OPTIMIZERS)}): {positions}."
-    )
-    edges = [
-        f"{r['task']}/{r['optimizer']} ({r['lr_at_edge']})"
-        for r in rows
-        if r["lr_at_edge"]
-    ]
-    lines.append(
-        f"- The chosen learning rate is at the grid's edge in {len(edges)} of "
-        f"{len(rows)} cells"
-        + (f": {', '.join(edges)}." if edges else ".")
-        + " An edge choice means that optimizer might do better outside the grid."
-    )
-    lines += robustness_lines(cells)
-    seeds = len(cells[0].curve[0]) - cells[0].tuning
-    lines.append(
-        "- **Ties**: every comparison above pairs the two optimizers seed by seed "
-        "(a seed gives both the same initial parameters, batches and noise) and "
-        "counts a difference (fewer or more steps, lower or higher loss) only "
-        f"when a two-sided paired t-test over the {seeds} reported seeds rejects "
-        f"equality at the {ALPHA:.0%} level (|mean difference| / its standard "
-        f"error > {scoring.paired_critical_t(seeds, ALPHA):.2f}; a difference "
-        "that is the same on every seed counts); otherwise it is a tie. The rule "
-        "is fixed in `benchmarks/convergence.py` (`ALPHA`), not chosen from "
-        "these numbers."
-    )
-    return lines
-
-
-def write_markdown(
-    path: pathlib.Path,
-    rows: list[dict[str, Any]],
-    cells: list[Cell],
-    tasks: list[Task],
-    seeds: np.ndarray,
-    tuning: int,
-    command: str,
-    wall_seconds: float,
-    quick: bool,
-    recorded: dict[str, Any],
-) -> None:
-    out = [
-        "# Convergence benchmark: AAdam vs the Adam family",
-        "",
-        "Generated by `benchmarks/convergence.py`"
-        + (
-            " in **--quick** mode (a tiny smoke-test grid; not results)"
-            if quick
-            else ""
-        )
-        + ". Every number below was measured by that run.",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        f"- Date: {environment.now()}",
-        *provenance.markdown_lines(recorded),
-        f"- Machine: {environment.machine()}. The cores were shared with other "
-        "jobs, so the wall time is not a measure of optimizer cost.",
-        f"- Wall time of the run: {wall_seconds:.0f} s.",
-        f"- Seeds: {tuning} for tuning "
-        f"({', '.join(str(int(s)) for s in seeds[:tuning])}), "
-        f"{len(seeds) - tuning} reported "
-        f"({', '.join(str(int(s)) for s in seeds[tuning:])}). A seed "
-        "sets the initial parameters, the mini-batch sequence and the gradient "
-        "noise; the same seed gives the same batches and noise to every optimizer "
-        "and learning rate. The train/validation/test split (60/20/20) is fixed.",
-        "",
-        "## Method",
-        "",
-        "- **Same learning-rate grid for every optimizer** (log-spaced, per task, "
-        "listed below). Other hyperparameters are each library's defaults "
-        "(`b1=0.9`, `b2=0.999`, `eps=1e-8`; weight decay 1e-4 for `adamw` and "
-        "`aadamw`; momentum 0.9 for `rmsprop_momentum` and `sgd_momentum`).",
-        "- **Target**, one per task, fixed by a written rule before any selection: "
-        f"the training objective that `{TARGET_OPTIMIZER}`, at its learning rate "
-        "with the lowest mean final objective on the tuning seeds, reaches after "
-        f"{TARGET_FRACTION:.0%} of the steps (median over the tuning seeds). It "
-        "sits where the fastest optimizers arrive early, well above the converged "
-        "loss, so that steps to target measure speed, not the last digits.",
-        "- **Selection rule**: per (task, optimizer), the learning rate with the "
-        "fewest mean steps to target on the tuning seeds (the metric reported), "
-        "ties broken by the mean loss (validation loss for tasks with data, final "
-        "training objective for synthetic tasks). A learning rate where a tuning "
-        "seed diverged is never chosen. Every number reported comes from the "
-        "other seeds.",
-        "- **Fairness note**: at an equal learning rate AAdam's first step is "
-        "`b1` (0.9) times Adam's, and its later steps carry a momentum of past "
-        "updates, so an untuned comparison at one learning rate is unfair to one "
-        "side or the other; tuning each optimizer on the grid is what makes it "
-        "fair.",
-        "- **Metrics** at the chosen learning rate, mean ± sample standard "
-        "deviation over the reported seeds: steps to reach the task's target "
-        "training objective (recorded after every step; a seed that never reaches "
-        "it counts as the maximum number of steps, and `reached` says how many "
-        "seeds did), final training objective, validation loss and test accuracy "
-        "where there is data.",
-        "- **Ranks** per task, 1 = best: `rank (steps)` by mean steps to target, "
-        "ties (e.g. none reached) broken by the loss; `rank (loss)` by "
-        "the loss alone. Tied optimizers share the average rank.",
-        "",
-        "| task | description | gradients | steps | target | learning-rate grid |",
-        "|---|---|---|---|---|---|",
-    ]
-    targets = {c.task.name: c.target for c in cells}
-    for t in tasks:
-        low, high, count = t.lr_grid
-        out.append(
-            f"| {t.name} | {t.description} | {t.batch} | {t.steps} | "
-            f"{targets[t.name]:.4g} | 10^{low:g} .. 10^{high:g}, {int(count)} values |"
-        )
-    out += ["", "## Summary", ""]
-    out += summary_lines(rows, tasks, cells)
-    out += [
-        "",
-        "## Rank table",
-        "",
-        "Each cell is `rank (steps) / rank (loss)` among the "
-        f"{len(OPTIMIZERS)} optimizers; rows sorted by mean rank (steps).",
-        "",
-    ]
-    out += rank_table(rows, tasks)
-    out += ["", "## Per-task results", ""]
-    for t in tasks:
-        out += [
-            f"### {t.name}",
-            "",
-            f"{t.description}; {t.batch}; target {targets[t.name]:.4g}.",
-            "",
-        ]
-        out += task_table([r for r in rows if r["task"] == t.name], t)
-        out.append("")
-    out += [
-        "## Files",
-        "",
-        "- `convergence.csv`: one row per task × optimizer × learning rate × seed "
-        "(`selected` = 1 at the chosen learning rate).",
-        "- `convergence_summary.csv`: the per-task tables above as CSV.",
-        "- `convergence_run.json`: the command, wall time, machine and provenance "
-        "(commit, versions, the numerics fingerprint's values).",
-        "- `convergence_curves.png`: training objective vs step at each "
-        "optimizer's chosen learning rate.",
-        "- `convergence_lr.png`: mean steps to target against the learning rate, "
-        "every optimizer and task.",
-        "",
-    ]
-    path.write_text("\n".join(out))
 
 
 # ---------------------------------------------------------------------------
@@ -771,11 +374,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    from tqdm import tqdm
-
-    start = time.perf_counter()
+def choose_tasks(args: argparse.Namespace) -> tuple[list[Task], int, int]:
+    """The tasks to run, the tuning seeds and the reported seeds."""
     scale = args.steps if args.steps is not None else (0.02 if args.quick else 1.0)
     n_seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     tuning = args.tuning_seeds or (1 if args.quick else 3)
@@ -796,86 +396,95 @@ def main(argv: Sequence[str] | None = None) -> None:
             dataclasses.replace(t, lr_grid=(t.lr_grid[0], t.lr_grid[1], 3))
             for t in tasks
         ]
-    seeds = np.arange(tuning + n_seeds)
-    cells: list[Cell] = []
-    # Recorded before the first run: the code this process imported.
-    recorded = provenance.record(("tqdm",))
+    return tasks, tuning, n_seeds
 
-    def run_task(task: Task) -> dict[str, Any]:
-        program = make_program(task, OPTIMIZERS)
-        return jax.device_get(
-            program(
-                jnp.asarray(task.learning_rates(), jnp.float32),
-                jnp.asarray(seeds, jnp.int32),
-                task.data,
-            )
+
+def run_task(task: Task, seeds: np.ndarray) -> dict[str, Any]:
+    """Every optimizer on `task` over its learning-rate grid and `seeds`."""
+    program = make_program(task, OPTIMIZERS)
+    return jax.device_get(
+        program(
+            jnp.asarray(task.learning_rates(), jnp.float32),
+            jnp.asarray(seeds, jnp.int32),
+            task.data,
         )
+    )
 
-    # Tasks run in `--jobs` threads: XLA releases the GIL while it compiles and
-    # runs, and compilation, single-threaded, is a large share of the time.
+
+def run_tasks(
+    tasks: list[Task], seeds: np.ndarray, jobs: int
+) -> dict[str, dict[str, Any]]:
+    """`run_task` of each task, `jobs` at a time: XLA releases the GIL while it
+    compiles and runs, and compilation, single-threaded, is a large share of
+    the time."""
+    from tqdm import tqdm
+
     results: dict[str, dict[str, Any]] = {}
     with (
         tqdm(total=len(tasks) * len(OPTIMIZERS), unit="cell") as bar,
-        concurrent.futures.ThreadPoolExecutor(args.jobs) as pool,
+        concurrent.futures.ThreadPoolExecutor(jobs) as pool,
     ):
-        futures = {pool.submit(run_task, task): task for task in tasks}
+        futures = {pool.submit(run_task, task, seeds): task for task in tasks}
         for future in concurrent.futures.as_completed(futures):
             task = futures[future]
             results[task.name] = future.result()
             bar.set_description(f"done {task.name}")
             bar.update(len(OPTIMIZERS))
-    for task in tasks:
-        task_cells = [
-            Cell(
-                task,
-                name,
-                task.learning_rates(),
-                _finite(np.asarray(result["curve"], np.float64)),
-                _maybe(result, "val_loss", finite=True),
-                _maybe(result, "test_accuracy"),
-                tuning,
-            )
-            for name, result in results[task.name].items()
-        ]
-        set_target(task_cells)
-        cells += task_cells
+    return results
+
+
+def make_cells(task: Task, result: dict[str, Any], tuning: int) -> list[Cell]:
+    """A task's cells, their target set by the written rule."""
+    cells = [
+        Cell(
+            task,
+            name,
+            task.learning_rates(),
+            _finite(np.asarray(outcome["curve"], np.float64)),
+            _maybe(outcome, "val_loss", finite=True),
+            _maybe(outcome, "test_accuracy"),
+            tuning,
+        )
+        for name, outcome in result.items()
+    ]
+    set_target(cells)
+    return cells
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    tasks, tuning, n_seeds = choose_tasks(args)
+    seeds = np.arange(tuning + n_seeds)
+    # Recorded before the first run: the code this process imported.
+    recorded = provenance.record(("tqdm",))
+    results = run_tasks(tasks, seeds, args.jobs)
+    cells = [c for t in tasks for c in make_cells(t, results[t.name], tuning)]
     rows = [summarise(c) for c in cells]
     add_ranks(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_raw_csv(args.out / "convergence.csv", cells, seeds)
-    write_summary_csv(args.out / "convergence_summary.csv", rows)
-    plot_curves(args.out / "convergence_curves.png", cells)
-    plot_learning_rates(args.out / "convergence_lr.png", cells)
+    records.write_csv(args.out / "convergence.csv", raw_rows(cells, seeds), RAW_COLUMNS)
+    records.write_csv(args.out / "convergence_summary.csv", rows, SUMMARY_COLUMNS)
     command = "python benchmarks/convergence.py " + " ".join(
         sys.argv[1:] if argv is None else argv
-    )
-    wall_seconds = time.perf_counter() - start
-    write_markdown(
-        args.out / "convergence.md",
-        rows,
-        cells,
-        tasks,
-        seeds,
-        tuning,
-        command.strip(),
-        wall_seconds,
-        args.quick,
-        recorded,
     )
     run = {
         "command": command.strip(),
         "date": environment.now(),
-        "wall_seconds": wall_seconds,
+        "wall_seconds": time.perf_counter() - start,
         "machine": environment.machine(),
         "quick": args.quick,
         "tasks": [t.name for t in tasks],
         "tuning_seeds": tuning,
         "reported_seeds": n_seeds,
         "alpha": ALPHA,
+        "target_rule": {"optimizer": TARGET_OPTIMIZER, "fraction": TARGET_FRACTION},
+        "pairs": PAIRS,
         "provenance": recorded,
         "files": list(FILES),
     }
-    (args.out / "convergence_run.json").write_text(json.dumps(run, indent=1) + "\n")
+    records.write_json(args.out / "convergence_run.json", run)
+    convergence_report.write(args.out, run, rows, cells, tasks)
     print(f"wrote {args.out}/convergence.{{csv,md}}, convergence_summary.csv, PNGs")
 
 
