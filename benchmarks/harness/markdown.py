@@ -38,10 +38,6 @@ def number(value: float, spec: str, infinite: str = "not reached") -> str:
     return format(value, spec) if math.isfinite(value) else infinite
 
 
-def code(name: str) -> str:
-    return f"`{name}`"
-
-
 def header(
     title: str, script: str, run: Mapping[str, Any], mode: str = "", machine: str = ""
 ) -> list[str]:
@@ -66,10 +62,6 @@ def header(
         f"- Machine: {run['machine']}.{machine}",
         f"- Wall time of the run: {run['wall_seconds']:.0f} s.",
     ]
-
-
-def bullets(items: Iterable[str]) -> list[str]:
-    return [f"- {item}" for item in items]
 
 
 def write(path: pathlib.Path, *sections: list[str]) -> None:
