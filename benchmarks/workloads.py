@@ -41,7 +41,6 @@ rewrites the report and plots from the stored files.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import pathlib
@@ -54,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from harness import environment, provenance, workloads_report
+from harness import environment, provenance, records, workloads_report
 from harness.models import count_params
 from harness.optimizers import ADAM_FAMILY, GRID_POINTS, OPTIMIZERS, WARMUP_FRACTION
 from harness.runner import make_train, steps_to_target
@@ -277,16 +276,6 @@ def describe(
     }
 
 
-def write_csv(path: pathlib.Path, columns: Sequence[str], rows: list[dict]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow(
-                {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()}
-            )
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -364,7 +353,7 @@ def previous_results(
     path = out / "workloads_run.json"
     if not path.exists():
         return [], [], {"invocations": [], "workloads": []}
-    old = json.loads(path.read_text())
+    old = records.read_json(path)
     different = [
         k for k in SHARED_SETTINGS if json.dumps(old.get(k)) != json.dumps(meta[k])
     ]
@@ -384,8 +373,8 @@ def previous_results(
             w for w in invocation["workloads"] if w not in replaced
         ]
     old["invocations"] = [i for i in old["invocations"] if i["workloads"]]
-    runs = keep(workloads_report.read_csv(out / "workloads.csv"))
-    curves = keep(workloads_report.read_csv(out / "workloads_curves.csv"))
+    runs = keep(records.read_csv(out / "workloads.csv"))
+    curves = keep(records.read_csv(out / "workloads_curves.csv"))
     return runs, curves, old
 
 
@@ -415,9 +404,9 @@ def store(
         return order.index(r["workload"])
 
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "workloads.csv", RUN_COLUMNS, sorted(rows, key=by_workload))
-    write_csv(
-        out / "workloads_curves.csv", CURVE_COLUMNS, sorted(curves, key=by_workload)
+    records.write_csv(out / "workloads.csv", sorted(rows, key=by_workload), RUN_COLUMNS)
+    records.write_csv(
+        out / "workloads_curves.csv", sorted(curves, key=by_workload), CURVE_COLUMNS
     )
     described = sorted(
         old["workloads"] + meta["workloads"], key=lambda w: order.index(w["name"])
@@ -428,7 +417,7 @@ def store(
         "invocations": old["invocations"] + [invocation],
         "files": [f"workloads{suffix}" for suffix in FILES],
     }
-    (out / "workloads_run.json").write_text(json.dumps(run, indent=1) + "\n")
+    records.write_json(out / "workloads_run.json", run)
     workloads_report.write(out)
 
 

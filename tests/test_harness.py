@@ -54,28 +54,6 @@ def test_median_keeps_infinity():
     assert scoring.median([1.0, 3.0]) == 2.0
 
 
-def test_search_space_maps_the_unit_cube_log_uniformly():
-    space = optimizers.Space({"learning_rate": (1e-4, 1e-2), "weight_decay": (1, 10)})
-    points = space.points(np.array([[0.0, 1.0], [0.5, 0.5]]))
-    assert points[0] == pytest.approx({"learning_rate": 1e-4, "weight_decay": 10.0})
-    assert points[1]["learning_rate"] == pytest.approx(1e-3)
-    assert points[1]["weight_decay"] == pytest.approx(math.sqrt(10))
-    # A one-dimensional space reads the first coordinate of the same points.
-    short = optimizers.Space({"learning_rate": (1e-4, 1e-2)})
-    assert short.points(np.array([[0.5, 0.9]]))[0]["learning_rate"] == pytest.approx(
-        1e-3
-    )
-
-
-def test_quasi_random_points_fill_the_unit_square_evenly():
-    points = optimizers.quasi_random(8)
-    assert points.shape == (8, 2)
-    # A scrambled Sobol set of 8 points puts exactly one in each eighth of
-    # each axis.
-    for axis in range(2):
-        assert sorted(np.floor(points[:, axis] * 8).astype(int)) == list(range(8))
-
-
 def test_schedule_with_a_traced_peak_matches_optax():
     expected = optax.warmup_cosine_decay_schedule(0.0, 0.3, 5, 100, end_value=0.0)
     steps = jnp.arange(101)

@@ -25,6 +25,11 @@ _HUES = {
     "sgd_momentum": 14,
     "nadam": 16,
     "rmsprop_momentum": 18,
+    # The sign-aware relatives of the workloads study (never in one plot
+    # with the convergence benchmark's aadam_sign or rmsprop_momentum).
+    "cautious_adamw": 12,
+    "lion": 8,
+    "adopt": 18,
 }
 
 

@@ -7,8 +7,6 @@ intervals. The report (`workloads_report.py`) only formats them.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import pathlib
 from collections.abc import Sequence
@@ -16,24 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from harness import scoring
+from harness import records, scoring
 from harness.optimizers import OPTIMIZERS
 
 Row = dict[str, Any]
 TAUS = np.linspace(1.0, scoring.TAU_MAX, 301)
-
-
-def read_csv(path: pathlib.Path) -> list[Row]:
-    """Rows of a CSV the benchmark wrote, numbers parsed."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for k, v in r.items():
-            try:
-                r[k] = float(v) if any(c in v for c in ".ein") else int(v)
-            except ValueError:
-                pass
-    return rows
 
 
 def capped(row: Row) -> float:
@@ -210,9 +195,9 @@ class Results:
     """The saved run: its settings and rows."""
 
     def __init__(self, out: pathlib.Path) -> None:
-        self.meta = json.loads((out / "workloads_run.json").read_text())
-        self.runs = read_csv(out / "workloads.csv")
-        self.curves = read_csv(out / "workloads_curves.csv")
+        self.meta = records.read_json(out / "workloads_run.json")
+        self.runs = records.read_csv(out / "workloads.csv")
+        self.curves = records.read_csv(out / "workloads_curves.csv")
         self.described = {w["name"]: w for w in self.meta["workloads"]}
         self.workloads = list(self.described)
         self.rules = self.meta["rules"]

@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from harness import plots, provenance, scoring
+from harness import markdown, plots, scoring
 from harness import workloads_analysis as analysis
 from harness.optimizers import OPTIMIZERS, PAIRS
 
 # Re-exported for the benchmark script, which reads stored runs back.
-read_csv = analysis.read_csv
 strongest_relative = analysis.strongest_relative
 REGIONS = ("below", "at", "above")
 
@@ -29,19 +28,14 @@ def write(out: pathlib.Path) -> None:
     lines = _header(results) + _method(results)
     lines += _time_table(results) + _tolerance_table(results)
     lines += _paired_table(results) + _size_table(results)
-    (out / "workloads.md").write_text("\n".join(lines) + "\n")
+    markdown.write(out / "workloads.md", lines)
     plot_tolerance(out / "workloads_tolerance.png", results)
     plot_profile(out / "workloads_profile.png", results)
     plot_curves(out / "workloads_curves.png", results)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(r) + " |" for r in rows),
-        "",
-    ]
+    return [*markdown.table(header, rows), ""]
 
 
 def _header(results: analysis.Results) -> list[str]:
@@ -55,23 +49,16 @@ def _header(results: analysis.Results) -> list[str]:
         "",
     ]
     for invocation in invocations:
-        parts = ", ".join(
-            f"{w} {s:.0f} s" for w, s in invocation.get("seconds", {}).items()
-        )
-        lines += [
-            "```bash",
-            invocation["command"],
-            "```",
-            "",
-            f"- Workloads and their wall times: {parts}.",
-            f"- Date: {invocation['date']}",
-            *provenance.markdown_lines(invocation["provenance"]),
-            f"- Machine: {invocation['machine']}. The CPU cores were shared with "
-            "other jobs: times compare optimizers of one run (their runs were "
-            "interleaved), not absolute speeds.",
-            "",
-        ]
+        parts = ", ".join(f"{w} {s:.0f} s" for w, s in invocation["seconds"].items())
+        lines += markdown.run_lines(invocation, _SHARED)
+        lines += [f"- Workloads and their wall times: {parts}.", ""]
     return lines
+
+
+_SHARED = (
+    " The CPU cores were shared with other jobs: times compare optimizers of one"
+    " run (their runs were interleaved), not absolute speeds."
+)
 
 
 def _method(results: analysis.Results) -> list[str]:
@@ -153,14 +140,13 @@ def _time_table(results: analysis.Results) -> list[str]:
         "rate (seeds that reached it / seeds; the chosen peak rate).",
         "",
     ]
-    groups = [results.full_grid] + [
-        [w] for w in results.workloads if w not in results.full_grid
-    ]
+    full = results.full_grid
+    groups = [full] + [[w] for w in results.workloads if w not in full]
     for workloads in groups:
         optimizers = results.optimizers(workloads[0])
         body = [[w] + [_steps_cell(rows, w, o) for o in optimizers] for w in workloads]
         lines += _table(["workload"] + [f"`{o}`" for o in optimizers], body)
-        if len(workloads) > 1:
+        if workloads is full:
             lines += _profile_lines(rows, workloads, optimizers)
     return lines
 
@@ -292,21 +278,6 @@ def _size_table(results: analysis.Results) -> list[str]:
     ]
 
 
-_RELATIVES = {"cautious_adamw": 0.35, "lion": 0.6, "adopt": 0.85}
-
-
-def _style(name: str) -> dict[str, Any]:
-    if name not in _RELATIVES:
-        return plots.style(name)
-    import matplotlib
-
-    return {
-        "color": matplotlib.colormaps["Dark2"](_RELATIVES[name]),
-        "linestyle": ":",
-        "linewidth": 1.6,
-    }
-
-
 def plot_tolerance(path: pathlib.Path, results: analysis.Results) -> None:
     workloads = results.full_grid
     fig, axes = plots.panels(len(workloads))
@@ -320,12 +291,12 @@ def plot_tolerance(path: pathlib.Path, results: analysis.Results) -> None:
                     for p in range(len(rates))
                 ]
             )
-            ax.plot(rates, np.median(values, axis=1), label=o, **_style(o))
+            ax.plot(rates, np.median(values, axis=1), label=o, **plots.style(o))
             ax.fill_between(
                 rates,
                 values.min(axis=1),
                 values.max(axis=1),
-                color=_style(o)["color"],
+                color=plots.style(o)["color"],
                 alpha=0.12,
             )
         ax.set_xscale("log")
@@ -346,7 +317,7 @@ def plot_profile(path: pathlib.Path, results: analysis.Results) -> None:
     profiles = scoring.performance_profile(table, analysis.TAUS)
     fig, (ax,) = plots.panels(1)
     for o, p in profiles.items():
-        ax.step(analysis.TAUS, p, where="post", label=o, **_style(o))
+        ax.step(analysis.TAUS, p, where="post", label=o, **plots.style(o))
     ax.set_xlabel("tau (steps to target / fastest)")
     ax.set_ylabel("fraction of workloads")
     plots.save(fig, path, "Performance profile, steps to target", legend_columns=4)
@@ -362,7 +333,7 @@ def plot_curves(path: pathlib.Path, results: analysis.Results) -> None:
                 np.median([c["metric"] for c in curves if c["step"] == s])
                 for s in steps
             ]
-            ax.plot(steps, median, label=o, **_style(o))
+            ax.plot(steps, median, label=o, **plots.style(o))
         ax.axhline(results.described[w]["target"], color="k", linewidth=0.6)
         ax.set_title(w)
         ax.set_xlabel("step")
