@@ -276,7 +276,7 @@ def describe(
     }
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out",
@@ -319,6 +319,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="rewrite workloads.md and the plots from the files in --out",
     )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = _parser()
     args = parser.parse_args(argv)
     args.points = args.points or (QUICK_POINTS if args.quick else GRID_POINTS)
     args.seeds = args.seeds or (2 if args.quick else 3)

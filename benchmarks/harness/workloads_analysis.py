@@ -218,3 +218,18 @@ class Results:
         """Decades between neighbouring grid points."""
         low, high = next(iter(self.rules["grids"].values()))
         return math.log10(high / low) / (self.meta["points"] - 1)
+
+    def width(self, workload: str, optimizer: str) -> tuple[float, bool]:
+        """Tolerance width in decades, and whether it reaches a grid end."""
+        medians = grid_medians(self.runs, workload, optimizer)
+        return tolerance_width(medians, self.tolerance(workload), self.spacing)
+
+    def paired_regions(
+        self, workload: str, pair: tuple[str, str]
+    ) -> dict[str, list[float]]:
+        """Per region of the grid (`regions`), `paired_by_seed` over it."""
+        best = chosen_point(self.runs, workload, pair[1])
+        return {
+            region: paired_by_seed(self.runs, workload, pair, points) if points else []
+            for region, points in regions(self.meta["points"], best).items()
+        }

@@ -25,13 +25,64 @@ REGIONS = ("below", "at", "above")
 
 def write(out: pathlib.Path) -> None:
     results = analysis.Results(out)
-    lines = _header(results) + _method(results)
+    lines = _header(results) + _summary(results) + _method(results)
     lines += _time_table(results) + _tolerance_table(results)
     lines += _paired_table(results) + _size_table(results)
     markdown.write(out / "workloads.md", lines)
     plot_tolerance(out / "workloads_tolerance.png", results)
     plot_profile(out / "workloads_profile.png", results)
     plot_curves(out / "workloads_curves.png", results)
+
+
+def _summary(results: analysis.Results) -> list[str]:
+    lines = ["## Summary", ""]
+    for pair in _pairs(results):
+        lines += [_width_summary(results, pair), _paired_summary(results, pair)]
+    optimizers = results.meta["optimizers"]
+    widest = [
+        f"{w}: `{max(optimizers, key=lambda o: results.width(w, o)[0])}`"
+        for w in results.full_grid
+    ]
+    return lines + [
+        f"- Widest tolerance (first listed on a tie): {'; '.join(widest)}.",
+        "",
+    ]
+
+
+def _width_summary(results: analysis.Results, pair: tuple[str, str]) -> str:
+    widths = [
+        (results.width(w, pair[0])[0], results.width(w, pair[1])[0])
+        for w in results.full_grid
+    ]
+    listed = ", ".join(f"{a:.2f} vs {b:.2f}" for a, b in widths)
+    wider = sum(a > b for a, b in widths)
+    narrower = sum(a < b for a, b in widths)
+    return (
+        f"- Tolerance width, `{pair[0]}` vs `{pair[1]}` (decades): {listed}; "
+        f"wider on {wider}, as wide on {len(widths) - wider - narrower}, narrower "
+        f"on {narrower} of {len(widths)} workloads."
+    )
+
+
+def _paired_summary(results: analysis.Results, pair: tuple[str, str]) -> str:
+    signs = {"lower": [], "higher": [], "within noise": []}
+    for w in results.full_grid:
+        for region, values in results.paired_regions(w, pair).items():
+            if region not in REGIONS or not values:
+                continue
+            _, low, high = analysis.interval(values)
+            key = "lower" if high < 0 else "higher" if low > 0 else "within noise"
+            signs[key].append(f"{w} {region}")
+    counts = "; ".join(
+        f"{key} in {len(cells)}"
+        + (f" ({', '.join(cells)})" if cells and key != "within noise" else "")
+        for key, cells in signs.items()
+    )
+    total = sum(len(c) for c in signs.values())
+    return (
+        f"- `{pair[0]}` − `{pair[1]}` at equal rates, paired by seed, over "
+        f"{total} (workload, region) intervals: {counts}."
+    )
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -105,6 +156,10 @@ def _method(results: analysis.Results) -> list[str]:
         "for the small model, then the scored seeds at the chosen rate.",
         "",
     ]
+    return lines + _workload_table(meta)
+
+
+def _workload_table(meta: dict[str, Any]) -> list[str]:
     rows = [
         [
             w["name"],
@@ -120,7 +175,7 @@ def _method(results: analysis.Results) -> list[str]:
         for w in meta["workloads"]
     ]
     header = "workload|description|parameters|metric|steps|batch|eval every|target|tie"
-    return lines + _table(header.split("|"), rows)
+    return _table(header.split("|"), rows)
 
 
 def _steps_cell(rows: list[dict[str, Any]], w: str, o: str) -> str:
@@ -170,10 +225,7 @@ def _profile_lines(
 
 
 def _width_cell(results: analysis.Results, w: str, o: str) -> str:
-    medians = analysis.grid_medians(results.runs, w, o)
-    width, open_ = analysis.tolerance_width(
-        medians, results.tolerance(w), results.spacing
-    )
+    width, open_ = results.width(w, o)
     return f"{'≥' if open_ else ''}{width:.2f}"
 
 
@@ -211,16 +263,9 @@ def _pairs(results: analysis.Results) -> list[tuple[str, str]]:
 def _paired_table(results: analysis.Results) -> list[str]:
     body = []
     for w in results.full_grid:
-        n_points = results.meta["points"]
         for pair in _pairs(results):
-            best = analysis.chosen_point(results.runs, w, pair[1])
-            cells = [
-                _interval_cell(analysis.paired_by_seed(results.runs, w, pair, points))
-                if points
-                else "-"
-                for region, points in analysis.regions(n_points, best).items()
-                if region in REGIONS
-            ]
+            by_region = results.paired_regions(w, pair)
+            cells = [_interval_cell(by_region[region]) for region in REGIONS]
             body.append([w, f"`{pair[0]}` − `{pair[1]}`", *cells])
     return [
         "## AAdam minus Adam at equal learning rates",
@@ -282,32 +327,39 @@ def plot_tolerance(path: pathlib.Path, results: analysis.Results) -> None:
     workloads = results.full_grid
     fig, axes = plots.panels(len(workloads))
     for ax, w in zip(axes, workloads, strict=True):
+        best = math.inf
         for o in results.meta["optimizers"]:
-            runs = analysis.select(results.runs, workload=w, optimizer=o, phase="score")
+            values = _grid_values(results, w, o)
+            medians = np.median(values, axis=1)
+            best = min(best, medians.min())
             rates = OPTIMIZERS[o].grid(results.meta["points"])
-            values = np.array(
-                [
-                    [analysis.capped(r) for r in runs if r["point"] == p]
-                    for p in range(len(rates))
-                ]
-            )
-            ax.plot(rates, np.median(values, axis=1), label=o, **plots.style(o))
-            ax.fill_between(
-                rates,
-                values.min(axis=1),
-                values.max(axis=1),
-                color=plots.style(o)["color"],
-                alpha=0.12,
-            )
+            ax.plot(rates, medians, label=o, **plots.style(o))
+            low, high = values.min(axis=1), values.max(axis=1)
+            ax.fill_between(rates, low, high, color=plots.style(o)["color"], alpha=0.12)
+        # From just below the best to 8 tolerances above: the rates that matter.
+        tolerance = results.tolerance(w)
+        ax.axhspan(best, best + tolerance, color="0.85", zorder=0)
+        ax.set_ylim(best - tolerance, best + 8 * tolerance)
         ax.set_xscale("log")
         ax.set_title(w)
         ax.set_xlabel("peak learning rate")
-        ax.set_ylabel(results.described[w]["metric"])
+        ax.set_ylabel(f"final {results.described[w]['metric']}")
     plots.save(
         fig,
         path,
-        "Final metric against the peak learning rate: median "
-        "over scored seeds, band = seeds' range",
+        "Final metric by peak learning rate: median over seeds, band: their "
+        "range, grey: within tolerance of the best",
+    )
+
+
+def _grid_values(results: analysis.Results, w: str, o: str) -> np.ndarray:
+    """Capped final metrics, one row per grid point, one column per seed."""
+    runs = analysis.select(results.runs, workload=w, optimizer=o, phase="score")
+    return np.array(
+        [
+            [analysis.capped(r) for r in runs if r["point"] == p]
+            for p in range(results.meta["points"])
+        ]
     )
 
 
