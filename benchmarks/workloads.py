@@ -233,7 +233,8 @@ def plan_optimizers(
 ) -> dict[str, list[int]]:
     """Tuning grid points per optimizer: the full grid, or a sweep plan's.
 
-    `rows` are the runs stored so far, where a sweep finds its reference.
+    `rows` are the runs stored so far: a sweep's relative is the strongest
+    over the full-grid workloads among them, its centres the reference's.
     """
     if plan.reference is None:
         return {name: list(range(points)) for name in optimizers}
@@ -243,7 +244,7 @@ def plan_optimizers(
             f"the larger model's sweep is centred on {plan.reference}'s chosen "
             f"rates: run --workloads {plan.reference} first (into the same --out)"
         )
-    relative = workloads_report.strongest_relative(reference, optimizers)
+    relative = workloads_report.strongest_relative(rows, optimizers)
     names = [n for n in LARGE_PAIR if n in optimizers] + [relative]
     sweep = {}
     for name in names:
