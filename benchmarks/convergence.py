@@ -338,6 +338,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a tiny grid (1 tuning and 2 reported seeds, 3 learning rates, few "
         "steps) for smoke tests",
     )
+    _grid_options(parser)
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="tasks compiled and run at the same time, in threads "
+        "(default: min(2, CPU count))",
+    )
+    return parser.parse_args(argv)
+
+
+def _grid_options(parser: argparse.ArgumentParser) -> None:
+    """The seeds, step counts and tasks of the grid."""
     parser.add_argument(
         "--seeds",
         type=int,
@@ -364,14 +377,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="run only these tasks (by name; default: all)",
     )
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="tasks compiled and run at the same time, in threads "
-        "(default: min(2, CPU count))",
-    )
-    return parser.parse_args(argv)
 
 
 def choose_tasks(args: argparse.Namespace) -> tuple[list[Task], int, int]:

@@ -414,6 +414,11 @@ def inert_acceleration_state() -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+def dispatch_control() -> optax.GradientTransformation:
+    """Adam chained with AAdam's extra state leaves, left untouched."""
+    return optax.chain(optax.adam(LEARNING_RATE), inert_acceleration_state())
+
+
 def dispatch_rows(
     opts: dict[str, optax.GradientTransformation],
     args: argparse.Namespace,
@@ -428,45 +433,62 @@ def dispatch_rows(
     leaves left untouched, tells the cost of the leaves from the cost of the
     package's code.
     """
-    opts = {
-        **opts,
-        DISPATCH_CONTROL: optax.chain(
-            optax.adam(LEARNING_RATE), inert_acceleration_state()
-        ),
-    }
+    opts = {**opts, DISPATCH_CONTROL: dispatch_control()}
     host_params = {
         f"leaf_{i:03d}": np.ones((leaf_size,), np.float32) for i in range(args.leaves)
     }
     grads = jax.device_put(host_params)
-    contenders = {}
-    for name, opt in opts.items():
-        for in_loop in (False, True):
-            carry = (jax.device_put(host_params), opt.init(grads))
-            sample = compile_sample(update_step(opt), carry, grads, in_loop)
-            contenders[name, in_loop] = Contender(sample, carry, grads)
+    contenders = dispatch_contenders(opts, host_params, grads)
     k = time_interleaved(contenders, args.repeats, args.sample_ms / 1e3)
-    host = {
-        name: np.asarray(contenders[name, False].seconds)
-        - np.asarray(contenders[name, True].seconds)
-        for name in opts
+    case = {
+        "section": "dispatch",
+        "case": f"{args.leaves} leaves of {leaf_size} params",
+        "layout": "many",
+        "dtype": "float32",
+        "size": args.leaves * leaf_size,
     }
     return [
         {
-            "section": "dispatch",
-            "case": f"{args.leaves} leaves of {leaf_size} params",
-            "layout": "many",
-            "dtype": "float32",
-            "size": args.leaves * leaf_size,
+            **case,
             "optimizer": name,
-            **timing_columns(*per_round(host[name], host["adam"])),
-            "per_call_ms": 1e3 * quartiles(contenders[name, False].seconds).median,
-            "in_loop_ms": 1e3 * quartiles(contenders[name, True].seconds).median,
+            **dispatch_timing_columns(contenders, name),
             "steps_per_sample": k,
             "samples": args.repeats,
             "state_leaves": len(jax.tree.leaves(opt.init(grads))),
         }
         for name, opt in opts.items()
     ]
+
+
+def dispatch_contenders(
+    opts: dict[str, optax.GradientTransformation], host_params: Any, grads: Any
+) -> dict[tuple[str, bool], Contender]:
+    """Each optimizer's update compiled twice, keyed `(name, in_loop)`: one
+    call per step, and steps inside one compiled loop."""
+    contenders = {}
+    for name, opt in opts.items():
+        for in_loop in (False, True):
+            carry = (jax.device_put(host_params), opt.init(grads))
+            sample = compile_sample(update_step(opt), carry, grads, in_loop)
+            contenders[name, in_loop] = Contender(sample, carry, grads)
+    return contenders
+
+
+def dispatch_timing_columns(
+    contenders: dict[tuple[str, bool], Contender], name: str
+) -> dict[str, float]:
+    """The host's time per call of `name` (per-call time less in-loop time,
+    round by round) against adam's, and the two medians it comes from."""
+
+    def host_seconds(optimizer: str) -> np.ndarray:
+        per_call = np.asarray(contenders[optimizer, False].seconds)
+        return per_call - np.asarray(contenders[optimizer, True].seconds)
+
+    return {
+        **timing_columns(*per_round(host_seconds(name), host_seconds("adam"))),
+        "per_call_ms": 1e3 * quartiles(contenders[name, False].seconds).median,
+        "in_loop_ms": 1e3 * quartiles(contenders[name, True].seconds).median,
+    }
 
 
 def fusion_rows(args: argparse.Namespace, size: int) -> list[dict[str, Any]]:

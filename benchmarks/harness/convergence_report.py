@@ -82,55 +82,82 @@ def _header(run: Mapping[str, Any]) -> list[str]:
     ]
 
 
+_SAME_GRID = (
+    "- **Same learning-rate grid for every optimizer** (log-spaced, per task, "
+    "listed below). Other hyperparameters are each library's defaults "
+    "(`b1=0.9`, `b2=0.999`, `eps=1e-8`; weight decay 1e-4 for `adamw` and "
+    "`aadamw`; momentum 0.9 for `rmsprop_momentum` and `sgd_momentum`)."
+)
+_SELECTION_RULE = (
+    "- **Selection rule**: per (task, optimizer), the learning rate with the "
+    "fewest mean steps to target on the tuning seeds (the metric reported), "
+    "ties broken by the mean loss (validation loss for tasks with data, final "
+    "training objective for synthetic tasks). A learning rate where a tuning "
+    "seed diverged is never chosen. Every number reported comes from the "
+    "other seeds."
+)
+_FAIRNESS_NOTE = (
+    "- **Fairness note**: at an equal learning rate AAdam's first step is "
+    "`b1` (0.9) times Adam's, and its later steps carry a momentum of past "
+    "updates, so an untuned comparison at one learning rate is unfair to one "
+    "side or the other; tuning each optimizer on the grid is what makes it "
+    "fair."
+)
+_METRICS = (
+    "- **Metrics** at the chosen learning rate, mean ± sample standard "
+    "deviation over the reported seeds: steps to reach the task's target "
+    "training objective (recorded after every step; a seed that never reaches "
+    "it counts as the maximum number of steps, and `reached` says how many "
+    "seeds did), final training objective, validation loss and test accuracy "
+    "where there is data."
+)
+_RANKS = (
+    "- **Ranks** per task, 1 = best: `rank (steps)` by mean steps to target, "
+    "ties (e.g. none reached) broken by the loss; `rank (loss)` by "
+    "the loss alone. Tied optimizers share the average rank."
+)
+
+
 def _method(
     run: Mapping[str, Any], tasks: Sequence[Task], targets: Mapping[str, float]
 ) -> list[str]:
-    rule = run["target_rule"]
     return [
         "",
         "## Method",
         "",
-        "- **Same learning-rate grid for every optimizer** (log-spaced, per task, "
-        "listed below). Other hyperparameters are each library's defaults "
-        "(`b1=0.9`, `b2=0.999`, `eps=1e-8`; weight decay 1e-4 for `adamw` and "
-        "`aadamw`; momentum 0.9 for `rmsprop_momentum` and `sgd_momentum`).",
+        _SAME_GRID,
+        _target_rule(run["target_rule"]),
+        _SELECTION_RULE,
+        _FAIRNESS_NOTE,
+        _METRICS,
+        _RANKS,
+        "",
+        *_tasks_and_grids(tasks, targets),
+    ]
+
+
+def _target_rule(rule: Mapping[str, Any]) -> str:
+    return (
         "- **Target**, one per task, fixed by a written rule before any selection: "
         f"the training objective that `{rule['optimizer']}`, at its learning rate "
         "with the lowest mean final objective on the tuning seeds, reaches after "
         f"{rule['fraction']:.0%} of the steps (median over the tuning seeds). It "
         "sits where the fastest optimizers arrive early, well above the converged "
-        "loss, so that steps to target measure speed, not the last digits.",
-        "- **Selection rule**: per (task, optimizer), the learning rate with the "
-        "fewest mean steps to target on the tuning seeds (the metric reported), "
-        "ties broken by the mean loss (validation loss for tasks with data, final "
-        "training objective for synthetic tasks). A learning rate where a tuning "
-        "seed diverged is never chosen. Every number reported comes from the "
-        "other seeds.",
-        "- **Fairness note**: at an equal learning rate AAdam's first step is "
-        "`b1` (0.9) times Adam's, and its later steps carry a momentum of past "
-        "updates, so an untuned comparison at one learning rate is unfair to one "
-        "side or the other; tuning each optimizer on the grid is what makes it "
-        "fair.",
-        "- **Metrics** at the chosen learning rate, mean ± sample standard "
-        "deviation over the reported seeds: steps to reach the task's target "
-        "training objective (recorded after every step; a seed that never reaches "
-        "it counts as the maximum number of steps, and `reached` says how many "
-        "seeds did), final training objective, validation loss and test accuracy "
-        "where there is data.",
-        "- **Ranks** per task, 1 = best: `rank (steps)` by mean steps to target, "
-        "ties (e.g. none reached) broken by the loss; `rank (loss)` by "
-        "the loss alone. Tied optimizers share the average rank.",
-        "",
-        *markdown.table(
-            ["task", "description", "gradients", "steps", "target"]
-            + ["learning-rate grid"],
-            (
-                [t.name, t.description, t.batch, t.steps, f"{targets[t.name]:.4g}"]
-                + [_grid(t)]
-                for t in tasks
-            ),
+        "loss, so that steps to target measure speed, not the last digits."
+    )
+
+
+def _tasks_and_grids(tasks: Sequence[Task], targets: Mapping[str, float]) -> list[str]:
+    """One row per task: its description, gradients, steps, target and grid."""
+    return markdown.table(
+        ["task", "description", "gradients", "steps", "target"]
+        + ["learning-rate grid"],
+        (
+            [t.name, t.description, t.batch, t.steps, f"{targets[t.name]:.4g}"]
+            + [_grid(t)]
+            for t in tasks
         ),
-    ]
+    )
 
 
 def _grid(task: Task) -> str:

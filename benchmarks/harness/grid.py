@@ -31,38 +31,12 @@ def make_program(
     cost, so each (task, optimizer) cell is compiled exactly once, together.
     """
 
-    def run(
-        make_optimizer: Callable[[Any], optax.GradientTransformation],
-        learning_rate: jax.Array,
-        seed: jax.Array,
-        data: Any,
-    ) -> dict[str, jax.Array]:
-        init_key, data_key = jax.random.split(jax.random.key(seed))
-        params = task.init(init_key)
-        optimizer = make_optimizer(learning_rate)
-
-        def step(carry: Any, n: jax.Array) -> tuple[Any, jax.Array]:
-            params, state = carry
-            grads = task.grad(params, data_key, n, data)
-            updates, state = optimizer.update(grads, state, params)
-            params = optax.apply_updates(params, updates)
-            # The exact objective after every step, so steps to target are exact.
-            return (params, state), task.objective(params, data)
-
-        initial = task.objective(params, data)[None]
-        carry = (params, optimizer.init(params))
-        (params, _), curve = jax.lax.scan(step, carry, jnp.arange(task.steps))
-        out = {"curve": jnp.concatenate([initial, curve])}
-        if task.evaluate is not None:
-            out["val_loss"], out["test_accuracy"] = task.evaluate(params, data)
-        return out
-
     def program(
         learning_rates: jax.Array, seeds: jax.Array, data: Any
     ) -> dict[str, dict[str, jax.Array]]:
         results = {}
         for name, make_optimizer in optimizers.items():
-            one = functools.partial(run, make_optimizer)
+            one = functools.partial(_run, task, make_optimizer)
             over_seeds = jax.vmap(one, in_axes=(None, 0, None))
             results[name] = jax.vmap(over_seeds, in_axes=(0, None, None))(
                 learning_rates, seeds, data
@@ -70,3 +44,33 @@ def make_program(
         return results
 
     return jax.jit(program)
+
+
+def _run(
+    task: Task,
+    make_optimizer: Callable[[Any], optax.GradientTransformation],
+    learning_rate: jax.Array,
+    seed: jax.Array,
+    data: Any,
+) -> dict[str, jax.Array]:
+    """One optimizer on `task` at one learning rate and seed: its curve and,
+    where the task has data, its validation loss and test accuracy."""
+    init_key, data_key = jax.random.split(jax.random.key(seed))
+    params = task.init(init_key)
+    optimizer = make_optimizer(learning_rate)
+
+    def step(carry: Any, n: jax.Array) -> tuple[Any, jax.Array]:
+        params, state = carry
+        grads = task.grad(params, data_key, n, data)
+        updates, state = optimizer.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        # The exact objective after every step, so steps to target are exact.
+        return (params, state), task.objective(params, data)
+
+    initial = task.objective(params, data)[None]
+    carry = (params, optimizer.init(params))
+    (params, _), curve = jax.lax.scan(step, carry, jnp.arange(task.steps))
+    out = {"curve": jnp.concatenate([initial, curve])}
+    if task.evaluate is not None:
+        out["val_loss"], out["test_accuracy"] = task.evaluate(params, data)
+    return out

@@ -82,19 +82,58 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def _classifier_task(
-    name: str,
-    description: str,
-    data: dict[str, tuple[jax.Array, jax.Array]],
-    init: Callable[[jax.Array], Params],
-    logits_fn: Callable[[Params, jax.Array], jax.Array],
-    *,
-    batch_size: int | None,
-    l2: float,
-    steps: int,
-    lr_grid: tuple[float, float, int],
-) -> Task:
-    """A classification task; `batch_size=None` means full-batch gradients."""
+@dataclasses.dataclass(frozen=True)
+class _Classifier:
+    """A classification task before its data is loaded and its steps scaled.
+
+    Attributes:
+      name, description: as in `Task`.
+      dataset: the key of its data in `_DATASETS`.
+      init: `key -> params`.
+      logits: `(params, x) -> logits`.
+      batch_size: examples per gradient, or `None` for full-batch gradients.
+      l2: weight of the L2 penalty on the weights (not the biases).
+      steps: optimizer steps at scale 1.
+      lr_grid: as in `Task`.
+    """
+
+    name: str
+    description: str
+    dataset: str
+    init: Callable[[jax.Array], Params]
+    logits: Callable[[Params, jax.Array], jax.Array]
+    batch_size: int | None
+    l2: float
+    steps: int
+    lr_grid: tuple[float, float, int]
+
+
+def _classifier_task(spec: _Classifier, data: Any, steps: int) -> Task:
+    """`spec` as a `Task` on `data`, run for `steps` steps."""
+    loss = _penalised_loss(spec.logits, spec.l2)
+
+    def objective(params: Params, data: Any) -> jax.Array:
+        return loss(params, *data["train"])
+
+    batch = "full batch" if spec.batch_size is None else f"mini-batch {spec.batch_size}"
+    return Task(
+        spec.name,
+        spec.description,
+        batch,
+        steps,
+        spec.lr_grid,
+        spec.init,
+        _sampled_grad(loss, spec.batch_size),
+        objective,
+        _evaluator(spec.logits),
+        data,
+    )
+
+
+def _penalised_loss(
+    logits_fn: Callable[[Params, jax.Array], jax.Array], l2: float
+) -> Callable[[Params, jax.Array, jax.Array], jax.Array]:
+    """`(params, x, y) -> cross entropy + L2 penalty`."""
 
     def penalty(params: Params) -> jax.Array:
         # L2 on weights only, so the convex tasks have a unique minimiser.
@@ -104,8 +143,13 @@ def _classifier_task(
     def loss(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
         return _cross_entropy(logits_fn(params, x), y) + penalty(params)
 
-    def objective(params: Params, data: Any) -> jax.Array:
-        return loss(params, *data["train"])
+    return loss
+
+
+def _sampled_grad(
+    loss: Callable[[Params, jax.Array, jax.Array], jax.Array], batch_size: int | None
+) -> Callable[[Params, jax.Array, jax.Array, Any], Params]:
+    """The gradient of `loss` on the training data, full batch or sampled."""
 
     def grad(params: Params, key: jax.Array, step: jax.Array, data: Any) -> Params:
         x_train, y_train = data["train"]
@@ -118,6 +162,14 @@ def _classifier_task(
         )
         return jax.grad(loss)(params, x_train[index], y_train[index])
 
+    return grad
+
+
+def _evaluator(
+    logits_fn: Callable[[Params, jax.Array], jax.Array],
+) -> Callable[[Params, Any], tuple[jax.Array, jax.Array]]:
+    """`(params, data) -> (validation loss, test accuracy)`."""
+
     def evaluate(params: Params, data: Any) -> tuple[jax.Array, jax.Array]:
         x_val, y_val = data["val"]
         x_test, y_test = data["test"]
@@ -125,19 +177,7 @@ def _classifier_task(
         accuracy = jnp.mean(jnp.argmax(logits_fn(params, x_test), -1) == y_test)
         return val_loss, accuracy
 
-    batch = "full batch" if batch_size is None else f"mini-batch {batch_size}"
-    return Task(
-        name,
-        description,
-        batch,
-        steps,
-        lr_grid,
-        init,
-        grad,
-        objective,
-        evaluate,
-        data,
-    )
+    return evaluate
 
 
 def _weights(params: Params) -> list[tuple[Any, jax.Array]]:
@@ -152,138 +192,169 @@ def _digits() -> dict[str, tuple[jax.Array, jax.Array]]:
     return _split((x / 16.0).astype(np.float32), y.astype(np.int32))
 
 
+def _breast_cancer() -> dict[str, tuple[jax.Array, jax.Array]]:
+    """Standardised with the training split's mean and standard deviation."""
+    from sklearn.datasets import load_breast_cancer
+
+    xb, yb = load_breast_cancer(return_X_y=True)
+    cancer = _split(xb.astype(np.float32), yb.astype(np.int32))
+    mean, std = cancer["train"][0].mean(0), cancer["train"][0].std(0)
+    return {k: ((x - mean) / std, y) for k, (x, y) in cancer.items()}
+
+
+_DATASETS: dict[str, Callable[[], dict[str, tuple[jax.Array, jax.Array]]]] = {
+    "digits": _digits,
+    "cancer": _breast_cancer,
+}
+
+
+def _digits_logreg_init(key: jax.Array) -> Params:
+    return _dense_init(key, 64, 10)
+
+
+def _cancer_logreg_init(key: jax.Array) -> Params:
+    return _dense_init(key, 30, 2)
+
+
+def _linear_logits(params: Params, x: jax.Array) -> jax.Array:
+    return x @ params["w"] + params["b"]
+
+
+def _mlp_init(key: jax.Array) -> Params:
+    k1, k2 = jax.random.split(key)
+    return {"hidden": _dense_init(k1, 64, 32), "out": _dense_init(k2, 32, 10)}
+
+
+def _mlp_logits(params: Params, x: jax.Array) -> jax.Array:
+    h = jax.nn.relu(x @ params["hidden"]["w"] + params["hidden"]["b"])
+    return h @ params["out"]["w"] + params["out"]["b"]
+
+
+def _cnn_init(key: jax.Array) -> Params:
+    k1, k2, k3 = jax.random.split(key, 3)
+    return {
+        "conv1": {
+            "w": jax.random.normal(k1, (3, 3, 1, 4)) / 3.0,
+            "b": jnp.zeros(4),
+        },
+        "conv2": {
+            "w": jax.random.normal(k2, (3, 3, 4, 8)) / 6.0,
+            "b": jnp.zeros(8),
+        },
+        "out": _dense_init(k3, 32, 10),
+    }
+
+
+def _cnn_logits(params: Params, x: jax.Array) -> jax.Array:
+    h = x.reshape(-1, 8, 8, 1)
+    h = average_pool(
+        jax.nn.relu(conv3x3(h, params["conv1"]["w"]) + params["conv1"]["b"])
+    )
+    h = average_pool(
+        jax.nn.relu(conv3x3(h, params["conv2"]["w"]) + params["conv2"]["b"])
+    )
+    h = h.reshape(h.shape[0], -1)
+    return h @ params["out"]["w"] + params["out"]["b"]
+
+
+_CLASSIFIERS = (
+    _Classifier(
+        "digits_logreg",
+        "multinomial logistic regression on digits (convex, L2 1e-3)",
+        "digits",
+        _digits_logreg_init,
+        _linear_logits,
+        batch_size=None,
+        l2=1e-3,
+        steps=500,
+        # Full-batch and convex: SGD's best step is near 1, so the grid
+        # reaches past it.
+        lr_grid=(-3.5, 1.5, 11),
+    ),
+    _Classifier(
+        "digits_mlp",
+        "MLP 64-32-10 (ReLU) on digits",
+        "digits",
+        _mlp_init,
+        _mlp_logits,
+        batch_size=32,
+        l2=0.0,
+        steps=600,
+        lr_grid=(-4.0, 0.0, 9),
+    ),
+    _Classifier(
+        "digits_cnn",
+        "CNN conv3x3(4)-pool-conv3x3(8)-pool-dense on digits",
+        "digits",
+        _cnn_init,
+        _cnn_logits,
+        batch_size=32,
+        l2=0.0,
+        steps=600,
+        lr_grid=(-4.0, 0.0, 9),
+    ),
+    _Classifier(
+        "cancer_logreg",
+        "logistic regression on breast cancer (standardised, convex, L2 1e-2)",
+        "cancer",
+        _cancer_logreg_init,
+        _linear_logits,
+        batch_size=None,
+        l2=1e-2,
+        steps=500,
+        lr_grid=(-4.0, 0.0, 9),
+    ),
+)
+
+
 def make_tasks(scale: float = 1.0) -> list[Task]:
     """All benchmark tasks; `scale` multiplies every step count (for --quick)."""
 
     def steps(n: int) -> int:
         return max(1, int(round(n * scale)))
 
-    digits = _digits()
-
-    def logreg_init(key: jax.Array) -> Params:
-        return _dense_init(key, 64, 10)
-
-    def logreg_logits(params: Params, x: jax.Array) -> jax.Array:
-        return x @ params["w"] + params["b"]
-
-    def mlp_init(key: jax.Array) -> Params:
-        k1, k2 = jax.random.split(key)
-        return {"hidden": _dense_init(k1, 64, 32), "out": _dense_init(k2, 32, 10)}
-
-    def mlp_logits(params: Params, x: jax.Array) -> jax.Array:
-        h = jax.nn.relu(x @ params["hidden"]["w"] + params["hidden"]["b"])
-        return h @ params["out"]["w"] + params["out"]["b"]
-
-    def cnn_init(key: jax.Array) -> Params:
-        k1, k2, k3 = jax.random.split(key, 3)
-        return {
-            "conv1": {
-                "w": jax.random.normal(k1, (3, 3, 1, 4)) / 3.0,
-                "b": jnp.zeros(4),
-            },
-            "conv2": {
-                "w": jax.random.normal(k2, (3, 3, 4, 8)) / 6.0,
-                "b": jnp.zeros(8),
-            },
-            "out": _dense_init(k3, 32, 10),
-        }
-
-    def cnn_logits(params: Params, x: jax.Array) -> jax.Array:
-        h = x.reshape(-1, 8, 8, 1)
-        h = average_pool(
-            jax.nn.relu(conv3x3(h, params["conv1"]["w"]) + params["conv1"]["b"])
-        )
-        h = average_pool(
-            jax.nn.relu(conv3x3(h, params["conv2"]["w"]) + params["conv2"]["b"])
-        )
-        h = h.reshape(h.shape[0], -1)
-        return h @ params["out"]["w"] + params["out"]["b"]
-
-    from sklearn.datasets import load_breast_cancer
-
-    xb, yb = load_breast_cancer(return_X_y=True)
-    cancer = _split(xb.astype(np.float32), yb.astype(np.int32))
-    mean, std = cancer["train"][0].mean(0), cancer["train"][0].std(0)
-    cancer = {k: ((x - mean) / std, y) for k, (x, y) in cancer.items()}
-
-    def cancer_init(key: jax.Array) -> Params:
-        return _dense_init(key, 30, 2)
-
-    tasks = [
-        _classifier_task(
-            "digits_logreg",
-            "multinomial logistic regression on digits (convex, L2 1e-3)",
-            digits,
-            logreg_init,
-            logreg_logits,
-            batch_size=None,
-            l2=1e-3,
-            steps=steps(500),
-            # Full-batch and convex: SGD's best step is near 1, so the grid
-            # reaches past it.
-            lr_grid=(-3.5, 1.5, 11),
-        ),
-        _classifier_task(
-            "digits_mlp",
-            "MLP 64-32-10 (ReLU) on digits",
-            digits,
-            mlp_init,
-            mlp_logits,
-            batch_size=32,
-            l2=0.0,
-            steps=steps(600),
-            lr_grid=(-4.0, 0.0, 9),
-        ),
-        _classifier_task(
-            "digits_cnn",
-            "CNN conv3x3(4)-pool-conv3x3(8)-pool-dense on digits",
-            digits,
-            cnn_init,
-            cnn_logits,
-            batch_size=32,
-            l2=0.0,
-            steps=steps(600),
-            lr_grid=(-4.0, 0.0, 9),
-        ),
-        _classifier_task(
-            "cancer_logreg",
-            "logistic regression on breast cancer (standardised, convex, L2 1e-2)",
-            cancer,
-            cancer_init,
-            logreg_logits,
-            batch_size=None,
-            l2=1e-2,
-            steps=steps(500),
-            lr_grid=(-4.0, 0.0, 9),
-        ),
+    # Each dataset is loaded once and shared by the tasks that read it.
+    data = {name: load() for name, load in _DATASETS.items()}
+    classifiers = [
+        _classifier_task(spec, data[spec.dataset], steps(spec.steps))
+        for spec in _CLASSIFIERS
     ]
-    tasks += _synthetic_tasks(steps)
-    return tasks
+    return classifiers + _synthetic_tasks(steps)
+
+
+def _synthetic_tasks(steps: Callable[[int], int]) -> list[Task]:
+    return [
+        _rosenbrock_task(2, steps(3000)),
+        _rosenbrock_task(100, steps(3000)),
+        _ill_conditioned_quadratic_task(steps(2000)),
+        _noisy_quadratic_task(steps(2000)),
+    ]
 
 
 def _rosenbrock(x: jax.Array) -> jax.Array:
     return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
 
 
-def _synthetic_tasks(steps: Callable[[int], int]) -> list[Task]:
-    def rosenbrock_task(dim: int) -> Task:
-        start = jnp.where(jnp.arange(dim) % 2 == 0, -1.2, 1.0)
+def _rosenbrock_task(dim: int, steps: int) -> Task:
+    start = jnp.where(jnp.arange(dim) % 2 == 0, -1.2, 1.0)
 
-        def init(key: jax.Array) -> jax.Array:
-            # The classic start (-1.2, 1, -1.2, ...), jittered per seed.
-            return start + 0.1 * jax.random.normal(key, (dim,))
+    def init(key: jax.Array) -> jax.Array:
+        # The classic start (-1.2, 1, -1.2, ...), jittered per seed.
+        return start + 0.1 * jax.random.normal(key, (dim,))
 
-        return Task(
-            f"rosenbrock_{dim}d",
-            f"Rosenbrock in {dim} dimensions from (-1.2, 1, ...) + N(0, 0.1^2)",
-            "exact gradient",
-            steps(3000),
-            (-5.0, 0.5, 12),
-            init,
-            lambda x, key, step, data: jax.grad(_rosenbrock)(x),
-            lambda x, data: _rosenbrock(x),
-        )
+    return Task(
+        f"rosenbrock_{dim}d",
+        f"Rosenbrock in {dim} dimensions from (-1.2, 1, ...) + N(0, 0.1^2)",
+        "exact gradient",
+        steps,
+        (-5.0, 0.5, 12),
+        init,
+        lambda x, key, step, data: jax.grad(_rosenbrock)(x),
+        lambda x, data: _rosenbrock(x),
+    )
 
+
+def _ill_conditioned_quadratic_task(steps: int) -> Task:
     # A rotated quadratic: Adam's per-coordinate scaling cannot undo the
     # conditioning because the eigenvectors are not the axes.
     dim, condition = 50, 1e4
@@ -295,53 +366,51 @@ def _synthetic_tasks(steps: Callable[[int], int]) -> list[Task]:
     def quadratic(x: jax.Array, hessian: jax.Array) -> jax.Array:
         return 0.5 * x @ hessian @ x
 
-    def quadratic_init(key: jax.Array) -> jax.Array:
+    def init(key: jax.Array) -> jax.Array:
         return jax.random.normal(key, (dim,))
 
+    return Task(
+        "quadratic_ill",
+        f"rotated quadratic, dim {dim}, condition number {condition:.0e}",
+        "exact gradient",
+        steps,
+        (-4.0, 1.0, 11),
+        init,
+        lambda x, key, step, hessian: jax.grad(quadratic)(x, hessian),
+        quadratic,
+        None,
+        hessian,
+    )
+
+
+def _noisy_quadratic_task(steps: int) -> Task:
     # The noisy quadratic model: diagonal curvature h, gradient noise whose
     # variance is proportional to h (as for a mini-batch loss near a minimum).
-    noisy_dim, noise = 100, 0.3
-    curvature = jnp.asarray(np.logspace(0.0, -2.0, noisy_dim), jnp.float32)
+    dim, noise = 100, 0.3
+    curvature = jnp.asarray(np.logspace(0.0, -2.0, dim), jnp.float32)
 
-    def noisy_objective(x: jax.Array, curvature: jax.Array) -> jax.Array:
+    def objective(x: jax.Array, curvature: jax.Array) -> jax.Array:
         return 0.5 * jnp.sum(curvature * x**2)
 
-    def noisy_grad(
+    def grad(
         x: jax.Array, key: jax.Array, step: jax.Array, curvature: jax.Array
     ) -> jax.Array:
         xi = jax.random.normal(jax.random.fold_in(key, step), x.shape)
         return curvature * x + noise * jnp.sqrt(curvature) * xi
 
-    def noisy_init(key: jax.Array) -> jax.Array:
-        return jax.random.normal(key, (noisy_dim,))
+    def init(key: jax.Array) -> jax.Array:
+        return jax.random.normal(key, (dim,))
 
-    q_steps = steps(2000)
-    return [
-        rosenbrock_task(2),
-        rosenbrock_task(100),
-        Task(
-            "quadratic_ill",
-            f"rotated quadratic, dim {dim}, condition number {condition:.0e}",
-            "exact gradient",
-            q_steps,
-            (-4.0, 1.0, 11),
-            quadratic_init,
-            lambda x, key, step, hessian: jax.grad(quadratic)(x, hessian),
-            quadratic,
-            None,
-            hessian,
-        ),
-        Task(
-            "quadratic_noisy",
-            f"noisy quadratic, dim {noisy_dim}, curvature 1..1e-2, "
-            f"gradient noise sd {noise}*sqrt(h)",
-            "stochastic gradient",
-            q_steps,
-            (-4.0, 1.0, 11),
-            noisy_init,
-            noisy_grad,
-            noisy_objective,
-            None,
-            curvature,
-        ),
-    ]
+    return Task(
+        "quadratic_noisy",
+        f"noisy quadratic, dim {dim}, curvature 1..1e-2, "
+        f"gradient noise sd {noise}*sqrt(h)",
+        "stochastic gradient",
+        steps,
+        (-4.0, 1.0, 11),
+        init,
+        grad,
+        objective,
+        None,
+        curvature,
+    )
