@@ -204,6 +204,10 @@ def test_merge_replaces_one_workload_and_keeps_the_others(out_dir, tmp_path):
         ["mnist_logreg"],
         ["bytes_lm_1m"],
     ]
+    # The first invocation keeps only the wall time of what it still holds.
+    first = meta["invocations"][0]
+    assert list(first["seconds"]) == ["mnist_logreg"]
+    assert first["wall_seconds"] == first["seconds"]["mnist_logreg"]
     text = (merged / "workloads.md").read_text()
     assert "2 invocation(s)" in text and text.count("- Numerics fingerprint:") == 2
 

@@ -11,6 +11,7 @@ import math
 import pathlib
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -36,19 +37,36 @@ def test_cautious_zeroes_disagreeing_signs_and_rescales_by_the_kept_fraction():
     np.testing.assert_allclose(out, [2.0, 0.0, 0.0, 0.0])
 
 
-def test_cautious_adamw_first_step_by_hand():
-    params = jnp.array([1.0, -2.0, 0.5])
-    g = jnp.array([0.3, -0.2, 0.0])
+def adam_direction(grads: list[np.ndarray], b1=0.9, b2=0.999, eps=1e-8):
+    """Adam's bias-corrected direction after these gradients, from its equations."""
+    m = v = 0.0
+    for g in grads:
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g**2
+    t = len(grads)
+    return (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+
+
+def test_cautious_adamw_two_steps_by_hand():
+    # Step 2's gradient flips sign where step 1's was larger, so Adam's
+    # direction disagrees with it there: leaf "a" keeps 2 of 4 (scale 4/3),
+    # leaf "b" keeps 1 of 1 (scale 1/2).
+    g1 = {"a": np.array([1.0, -2.0, 0.5, 1.0]), "b": np.array([3.0])}
+    g2 = {"a": np.array([-0.5, -1.0, 0.5, -0.5]), "b": np.array([1.0])}
+    params = {"a": jnp.array([1.0, -2.0, 0.5, 0.25]), "b": jnp.array([-1.0])}
     lr, wd = 0.1, 0.01
     tx = optimizers.cautious_adamw(lr, wd)
-    updates, _ = tx.update(g, tx.init(params), params)
-    # Step 1: Adam's bias-corrected direction is g / (|g| + 1e-8); it agrees
-    # in sign with g where g != 0 (2 of 3 kept), scaled by 3 / (2 + 1).
-    direction = np.array([0.3, -0.2, 0.0]) / (np.abs([0.3, -0.2, 0.0]) + 1e-8)
-    direction[2] = 0.0
-    expected = -lr * (direction * 3 / 3 + wd * np.asarray(params))
-    # float32 rounds 1 - 0.999 by 1.3e-5 relative, so |u| = 1 only to ~7e-6.
-    np.testing.assert_allclose(updates, expected, rtol=2e-5)
+    state = tx.init(params)
+    for g in (g1, g2):
+        updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params)
+    for leaf in ("a", "b"):
+        u = adam_direction([g1[leaf], g2[leaf]])
+        keep = (u * g2[leaf] > 0).astype(float)
+        masked = u * keep * keep.size / (keep.sum() + 1)
+        expected = -lr * (masked + wd * np.asarray(params[leaf]))
+        # float32 rounds 1 - 0.999 by 1.3e-5 relative.
+        np.testing.assert_allclose(updates[leaf], expected, rtol=2e-5, atol=1e-7)
+    np.testing.assert_array_equal(np.asarray(updates["a"])[[0, 3]] != 0, [True, True])
 
 
 def test_grid_is_log_spaced_over_three_decades_with_lion_a_decade_lower():
@@ -71,6 +89,10 @@ def test_tolerance_width_spans_the_contiguous_points_within_tolerance():
     assert analysis.tolerance_width(medians, 4.0, 0.5) == (2.5, True)
     # Nothing else within: one point, width 0.
     assert analysis.tolerance_width(medians, 0.1, 0.5) == (0.0, False)
+    # float32 error rates exactly ten examples apart count as within ten.
+    rounded = np.array([0.108, 0.098], np.float32).astype(np.float64)
+    assert rounded[0] - rounded[1] > 0.01
+    assert analysis.tolerance_width(rounded, 0.01, 0.5) == (0.5, True)
 
 
 def test_interval_is_the_t_interval_of_the_mean():
@@ -154,3 +176,35 @@ def test_strongest_relative_has_the_largest_steps_profile_area():
     assert analysis.strongest_relative(rows, ["adam", "lion", "adopt"]) == "lion"
     with pytest.raises(ValueError, match="relative"):
         analysis.strongest_relative(rows, ["adam"])
+
+
+def test_the_larger_model_sweeps_five_points_around_each_chosen_rate():
+    import workloads
+
+    rows = []
+    for optimizer, centre in (("aadamw", 0), ("adamw", 4), ("lion", 8)):
+        for phase, seed in (("tune", 0), ("score", 1)):
+            rows.append(
+                {
+                    "workload": "bytes_lm",
+                    "optimizer": optimizer,
+                    "phase": phase,
+                    "seed": seed,
+                    "point": centre,
+                    "chosen": 1,
+                    "steps_to_target": 10,
+                    "reached": 1,
+                    "seconds": 1.0,
+                    "steps": 100,
+                }
+            )
+    plan = workloads.Plan({}, reference="bytes_lm")
+    sweep = workloads.plan_optimizers(plan, ["aadamw", "adamw", "lion"], 9, rows)
+    # Centred where it can be, shifted inward at the grid's ends.
+    assert sweep == {
+        "aadamw": [0, 1, 2, 3, 4],
+        "adamw": [2, 3, 4, 5, 6],
+        "lion": [4, 5, 6, 7, 8],
+    }
+    with pytest.raises(SystemExit, match="run --workloads bytes_lm first"):
+        workloads.plan_optimizers(plan, ["aadamw", "adamw", "lion"], 9, [])

@@ -18,6 +18,10 @@ from harness import records, scoring
 from harness.optimizers import OPTIMIZERS
 
 Row = dict[str, Any]
+# Metrics are float32 and thresholds float64: a value exactly `k` ties above
+# another may round a hair above the threshold. This slack (a millionth of the
+# threshold's margin) counts it within, as `scoring.by_threshold` does.
+SLACK = 1e-6
 TAUS = np.linspace(1.0, scoring.TAU_MAX, 301)
 
 
@@ -130,13 +134,46 @@ def tolerance_width(
     may be wider. One point alone has width 0; the resolution is `spacing`.
     """
     best = int(np.argmin(medians))
-    within = medians <= medians[best] + tolerance
+    within = medians <= medians[best] + tolerance * (1 + SLACK)
     low = high = best
     while low > 0 and within[low - 1]:
         low -= 1
     while high < len(medians) - 1 and within[high + 1]:
         high += 1
     return (high - low) * spacing, low == 0 or high == len(medians) - 1
+
+
+def seed_widths(
+    rows: Sequence[Row], workload: str, optimizer: str, tolerance: float, spacing: float
+) -> list[float]:
+    """Per scored seed, the tolerance width of that seed's own final metrics."""
+    found = select(rows, workload=workload, optimizer=optimizer, phase="score")
+    widths = []
+    for seed in sorted({r["seed"] for r in found}):
+        mine = sorted((r for r in found if r["seed"] == seed), key=lambda r: r["point"])
+        finals = np.array([capped(r) for r in mine])
+        widths.append(tolerance_width(finals, tolerance, spacing)[0])
+    return widths
+
+
+def tied_points(
+    rows: Sequence[Row], workload: str, optimizer: str, tie: float
+) -> list[int]:
+    """The tuning points whose final metric equals the best (within SLACK of a
+    tie): the chosen point is the lowest rate among them."""
+    tune = select(rows, workload=workload, optimizer=optimizer, phase="tune")
+    best = min(capped(r) for r in tune)
+    return sorted(int(r["point"]) for r in tune if capped(r) <= best + SLACK * tie)
+
+
+def steps_at(rows: Sequence[Row], workload: str, optimizer: str, point: int) -> float:
+    """Median steps to target over the scored seeds at one grid point."""
+    found = select(
+        rows, workload=workload, optimizer=optimizer, phase="score", point=point
+    )
+    return scoring.median(
+        [r["steps_to_target"] if r["reached"] else math.inf for r in found]
+    )
 
 
 def interval(
@@ -218,6 +255,17 @@ class Results:
         """Decades between neighbouring grid points."""
         low, high = next(iter(self.rules["grids"].values()))
         return math.log10(high / low) / (self.meta["points"] - 1)
+
+    def seed_width_differences(self, pair: tuple[str, str]) -> list[float]:
+        """First minus second tolerance width, per (full-grid workload, seed)."""
+        differences = []
+        for w in self.full_grid:
+            a, b = (
+                seed_widths(self.runs, w, o, self.tolerance(w), self.spacing)
+                for o in pair
+            )
+            differences += [x - y for x, y in zip(a, b, strict=True)]
+        return differences
 
     def width(self, workload: str, optimizer: str) -> tuple[float, bool]:
         """Tolerance width in decades, and whether it reaches a grid end."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import markdown, plots, scoring
+from harness import markdown, optimizers, plots, scoring
 from harness import workloads_analysis as analysis
 from harness.optimizers import OPTIMIZERS, PAIRS
 
@@ -38,34 +38,33 @@ def _summary(results: analysis.Results) -> list[str]:
     lines = ["## Summary", ""]
     for pair in _pairs(results):
         lines += [_width_summary(results, pair), _paired_summary(results, pair)]
-    optimizers = results.meta["optimizers"]
-    widest = [
-        f"{w}: `{max(optimizers, key=lambda o: results.width(w, o)[0])}`"
-        for w in results.full_grid
-    ]
-    return lines + [
-        f"- Widest tolerance (first listed on a tie): {'; '.join(widest)}.",
-        "",
-    ]
+    return lines + [""]
 
 
 def _width_summary(results: analysis.Results, pair: tuple[str, str]) -> str:
-    widths = [
-        (results.width(w, pair[0])[0], results.width(w, pair[1])[0])
-        for w in results.full_grid
-    ]
-    listed = ", ".join(f"{a:.2f} vs {b:.2f}" for a, b in widths)
-    wider = sum(a > b for a, b in widths)
-    narrower = sum(a < b for a, b in widths)
+    step = results.spacing
+    counts = {"wider": 0, "within one grid step": 0, "narrower": 0, "undecided": 0}
+    for w in results.full_grid:
+        (a, open_a), (b, open_b) = (results.width(w, o) for o in pair)
+        if (open_a and a <= b) or (open_b and b <= a):
+            counts["undecided"] += 1  # the smaller one may be cut by the grid
+        elif abs(a - b) <= step * (1 + analysis.SLACK):
+            counts["within one grid step"] += 1
+        else:
+            counts["wider" if a > b else "narrower"] += 1
+    listed = ", ".join(f"{n} on {k}" for n, k in counts.items())
+    mean, low, high = analysis.interval(results.seed_width_differences(pair))
     return (
-        f"- Tolerance width, `{pair[0]}` vs `{pair[1]}` (decades): {listed}; "
-        f"wider on {wider}, as wide on {len(widths) - wider - narrower}, narrower "
-        f"on {narrower} of {len(widths)} workloads."
+        f"- Tolerance width of `{pair[0]}` against `{pair[1]}`, from the median "
+        f"over seeds, per workload: {listed} (undecided: the narrower range "
+        "reaches an end of the grid). Per seed, paired, over "
+        f"{len(results.seed_width_differences(pair))} (workload, seed) pairs: "
+        f"{mean:+.2f} decades [{low:+.2f}, {high:+.2f}]."
     )
 
 
 def _paired_summary(results: analysis.Results, pair: tuple[str, str]) -> str:
-    signs = {"lower": [], "higher": [], "within noise": []}
+    signs: dict[str, list[str]] = {"lower": [], "higher": [], "within noise": []}
     for w in results.full_grid:
         for region, values in results.paired_regions(w, pair).items():
             if region not in REGIONS or not values:
@@ -73,15 +72,16 @@ def _paired_summary(results: analysis.Results, pair: tuple[str, str]) -> str:
             _, low, high = analysis.interval(values)
             key = "lower" if high < 0 else "higher" if low > 0 else "within noise"
             signs[key].append(f"{w} {region}")
+    total = sum(len(c) for c in signs.values())
     counts = "; ".join(
         f"{key} in {len(cells)}"
         + (f" ({', '.join(cells)})" if cells and key != "within noise" else "")
         for key, cells in signs.items()
     )
-    total = sum(len(c) for c in signs.values())
     return (
         f"- `{pair[0]}` − `{pair[1]}` at equal rates, paired by seed, over "
-        f"{total} (workload, region) intervals: {counts}."
+        f"{total} (workload, region) 95 % intervals: {counts}. By chance alone "
+        f"about {total / 20:.1f} of {total} would exclude zero."
     )
 
 
@@ -124,22 +124,31 @@ def _method(results: analysis.Results) -> list[str]:
         f"- **Grid**: {meta['points']} log-spaced peak learning rates per optimizer "
         f"({results.spacing:.3g} decades apart): {grids}. Schedule: linear warm-up "
         f"over {rules['warmup_fraction']:.0%} of the budget, then cosine decay to "
-        "zero. Other hyperparameters are the libraries' defaults; the W optimizers' "
-        "decoupled decay is fixed (`harness/optimizers.py`).",
+        "zero. Decoupled weight decay is fixed, not tuned: "
+        f"{optimizers.WEIGHT_DECAY:g} for `adamw`, `aadamw` and `cautious_adamw`, "
+        f"{optimizers.LION_WEIGHT_DECAY:g} for `lion` (times the learning rate, as "
+        "in Optax; `harness/optimizers.py`). Every other hyperparameter is the "
+        "library's default.",
         "- **Relatives** (benchmark comparators, not library code): Cautious AdamW "
         "(Liang et al. 2024: Adam's direction with the components whose sign "
         "disagrees with the gradient's zeroed, rescaled by size / (kept + 1) per "
         "leaf; the decay unmasked), `optax.lion`, `optax.contrib.adopt`.",
         "- **Tuning** on seed 0: the grid point with the lowest final validation "
-        "metric is each optimizer's chosen rate.",
+        "metric is each optimizer's chosen rate; on a tie (an error rate moves in "
+        "steps of one example) the lowest of the tied rates, a rule fixed before "
+        "the runs. The ties are listed under Time to target, with the steps at "
+        "each tied rate.",
         f"- **Target**, fixed before any scored run: the best final metric of any "
-        f"{', '.join(f'`{o}`' for o in rules['target_family'])} tuning run plus "
+        f"{', '.join(f'`{o}`' for o in rules['target_family'])} tuning run "
+        "(of those that ran on the workload) plus "
         f"{rules['target_margin_ties']} ties (the tie is the metric's resolution: "
         "one validation example, or 0.01 bits per byte). Steps to target: the first "
         "recorded step at or below it (resolution: `eval every`); the median over "
         f"the scored seeds {seeds} at the chosen rate counts, a seed that never "
         "reaches it counting as infinitely slow. Seconds to target: median steps "
-        "times the fastest of the optimizer's runs per step.",
+        "times the fastest of the optimizer's runs per step. The target is strict "
+        "by design (near the best final quality any seed-0 run reached), so on a "
+        "workload whose seeds differ by more than the margin, few runs reach it.",
         f"- **Tolerance**: scored seeds {seeds} run at every grid point; the "
         "tolerance width is the span, in decades, of the contiguous grid points "
         f"around the best whose median final metric is within "
@@ -153,7 +162,8 @@ def _method(results: analysis.Results) -> list[str]:
         f"- **Larger model**: AAdamW, AdamW and the relative with the largest "
         f"steps-to-target profile area on the full-grid workloads, tuned on the "
         f"{rules['sweep_points']} grid points centred on each one's chosen rate "
-        "for the small model, then the scored seeds at the chosen rate.",
+        "for the small model (shifted inward where that rate is near an end of "
+        "the grid), then the scored seeds at the chosen rate.",
         "",
     ]
     return lines + _workload_table(meta)
@@ -203,7 +213,35 @@ def _time_table(results: analysis.Results) -> list[str]:
         lines += _table(["workload"] + [f"`{o}`" for o in optimizers], body)
         if workloads is full:
             lines += _profile_lines(rows, workloads, optimizers)
-    return lines
+    return lines + _tie_lines(results)
+
+
+def _tie_lines(results: analysis.Results) -> list[str]:
+    notes = []
+    for w in results.workloads:
+        tie = results.described[w]["tie"]
+        for o in results.optimizers(w):
+            points = analysis.tied_points(results.runs, w, o, tie)
+            if len(points) > 1:
+                steps = ", ".join(
+                    f"{_rate(o, p, results)}: "
+                    + markdown.number(analysis.steps_at(results.runs, w, o, p), "g")
+                    for p in points
+                )
+                notes.append(f"- {w}, `{o}`: tied at {len(points)} rates ({steps}).")
+    if not notes:
+        return []
+    return [
+        "Ties in tuning, resolved to the lowest rate; median steps to target of "
+        "the scored seeds at each tied rate:",
+        "",
+        *notes,
+        "",
+    ]
+
+
+def _rate(optimizer: str, point: int, results: analysis.Results) -> str:
+    return f"lr {OPTIMIZERS[optimizer].grid(results.meta['points'])[point]:.3g}"
 
 
 def _profile_lines(
@@ -253,7 +291,7 @@ def _interval_cell(values: list[float]) -> str:
     if not values:
         return "-"
     mean, low, high = analysis.interval(values)
-    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+    return f"{mean:+.3g} [{low:+.3g}, {high:+.3g}]"
 
 
 def _pairs(results: analysis.Results) -> list[tuple[str, str]]:
@@ -348,7 +386,7 @@ def plot_tolerance(path: pathlib.Path, results: analysis.Results) -> None:
         fig,
         path,
         "Final metric by peak learning rate: median over seeds, band: their "
-        "range, grey: within tolerance of the best",
+        "range, grey: within tolerance of the best optimizer's best median",
     )
 
 

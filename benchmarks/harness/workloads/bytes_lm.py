@@ -26,7 +26,8 @@ def bytes_lm(
     n_layers: int = 2,
     name: str = "bytes_lm",
 ) -> Workload:
-    """d_model 64, 2 layers, 4 heads, context 64 (about 137k parameters).
+    """A Transformer of `d_model` and `n_layers`, 4 heads, context 64 (the
+    defaults, d_model 64 and 2 layers, have about 137k parameters).
 
     The validation metric is the mean bits per byte over `val_windows` fixed,
     evenly spaced windows of held-out files. `d_model` and `n_layers` size
