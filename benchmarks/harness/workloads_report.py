@@ -38,7 +38,27 @@ def _summary(results: analysis.Results) -> list[str]:
     lines = ["## Summary", ""]
     for pair in _pairs(results):
         lines += [_width_summary(results, pair), _paired_summary(results, pair)]
-    return lines + [""]
+    return lines + _size_summary(results) + [""]
+
+
+def _size_summary(results: analysis.Results) -> list[str]:
+    sizes = [w for w in results.workloads if results.described[w]["sweep_of"]]
+    lines = []
+    for large in sizes:
+        small = results.described[large]["sweep_of"]
+        first, second, *_ = results.optimizers(large)
+        cells = [
+            f"{w} ({results.described[w]['parameters']:,} parameters) "
+            + _interval_cell(
+                analysis.tuned_difference(results.runs, w, (first, second))
+            )
+            for w in (small, large)
+        ]
+        lines.append(
+            f"- `{first}` − `{second}`, final metric at each one's chosen rate, "
+            f"paired by seed: {'; '.join(cells)}."
+        )
+    return lines
 
 
 def _width_summary(results: analysis.Results, pair: tuple[str, str]) -> str:
