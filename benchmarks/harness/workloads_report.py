@@ -444,7 +444,10 @@ def plot_curves(path: pathlib.Path, results: analysis.Results) -> None:
                 for s in steps
             ]
             ax.plot(steps, median, label=o, **plots.style(o))
-        ax.axhline(results.described[w]["target"], color="k", linewidth=0.6)
+        target, tie = (results.described[w][k] for k in ("target", "tie"))
+        ax.axhline(target, color="k", linewidth=0.6)
+        # Near the target, where the optimizers part.
+        ax.set_ylim(target - 20 * tie, target + 40 * tie)
         ax.set_title(w)
         ax.set_xlabel("step")
         ax.set_ylabel(results.described[w]["metric"])
