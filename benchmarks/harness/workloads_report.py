@@ -132,6 +132,20 @@ _SHARED = (
 )
 
 
+_RELATIVES = (
+    "- **Relatives** (benchmark comparators, not library code): Cautious AdamW "
+    "(Liang et al. 2024: Adam's direction with the components whose sign "
+    "disagrees with the gradient's zeroed, rescaled by size / (kept + 1) per "
+    "leaf; the decay unmasked), `optax.lion`, `optax.contrib.adopt`."
+)
+_PAIRED = (
+    "- **Paired differences**: first minus second optimizer at equal rates, "
+    "same seed (same initialisation and batches); per seed, the mean over the "
+    "grid points below, at, and above the second's chosen rate; the mean over "
+    "seeds with its 95 % t interval. Negative means the first ended lower."
+)
+
+
 def _method(results: analysis.Results) -> list[str]:
     rules, meta = results.rules, results.meta
     grids = "; ".join(
@@ -149,10 +163,7 @@ def _method(results: analysis.Results) -> list[str]:
         f"{optimizers.LION_WEIGHT_DECAY:g} for `lion` (times the learning rate, as "
         "in Optax; `harness/optimizers.py`). Every other hyperparameter is the "
         "library's default.",
-        "- **Relatives** (benchmark comparators, not library code): Cautious AdamW "
-        "(Liang et al. 2024: Adam's direction with the components whose sign "
-        "disagrees with the gradient's zeroed, rescaled by size / (kept + 1) per "
-        "leaf; the decay unmasked), `optax.lion`, `optax.contrib.adopt`.",
+        _RELATIVES,
         "- **Tuning** on seed 0: the grid point with the lowest final validation "
         "metric is each optimizer's chosen rate; on a tie (an error rate moves in "
         "steps of one example) the lowest of the tied rates, a rule fixed before "
@@ -175,10 +186,7 @@ def _method(results: analysis.Results) -> list[str]:
         f"{rules['tolerance_ties']} ties of the best median (≥ where the span "
         "reaches an end of the grid). A run's final metric is capped at its "
         "untrained value, so a diverged run counts as having learnt nothing.",
-        "- **Paired differences**: first minus second optimizer at equal rates, "
-        "same seed (same initialisation and batches); per seed, the mean over the "
-        "grid points below, at, and above the second's chosen rate; the mean over "
-        "seeds with its 95 % t interval. Negative means the first ended lower.",
+        _PAIRED,
         f"- **Larger model**: AAdamW, AdamW and the relative with the largest "
         f"steps-to-target profile area on the full-grid workloads, tuned on the "
         f"{rules['sweep_points']} grid points centred on each one's chosen rate "
