@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from harness import environment, provenance, records, workloads_report
+from harness import workloads_analysis as analysis
 from harness.models import count_params
 from harness.optimizers import ADAM_FAMILY, GRID_POINTS, OPTIMIZERS, WARMUP_FRACTION
 from harness.runner import make_train, steps_to_target
@@ -248,15 +249,10 @@ def plan_optimizers(
             f"the larger model's sweep is centred on {plan.reference}'s chosen "
             f"rates: run --workloads {plan.reference} first (into the same --out)"
         )
-    relative = workloads_report.strongest_relative(rows, optimizers)
-    names = [*LARGE_PAIR, relative]
+    relative = analysis.strongest_relative(rows, optimizers)
     sweep = {}
-    for name in names:
-        centre = next(
-            int(r["point"])
-            for r in reference
-            if r["optimizer"] == name and r["chosen"] and r["phase"] == "tune"
-        )
+    for name in [*LARGE_PAIR, relative]:
+        centre = analysis.chosen_point(reference, plan.reference, name)
         first = min(max(0, centre - SWEEP // 2), max(0, points - SWEEP))
         sweep[name] = list(range(first, min(points, first + SWEEP)))
     return sweep
