@@ -166,6 +166,37 @@ def test_tolerance_widths_match_the_medians(out_dir, rows):
         assert cell == f"{edge}{(high - low) * 1.5:.2f}"
 
 
+def test_time_to_target_reads_the_rate_seed_0_reached_fastest(out_dir, rows):
+    # mnist_logreg: the cell of each optimizer re-derived from the rows: the
+    # point of seed 0's fewest steps (ties: lower final metric, lower rate),
+    # then the median of the scored seeds' steps there.
+    text = (out_dir / "workloads.md").read_text().split("## Time to target")[1]
+    line = next(x for x in text.splitlines() if x.startswith("| mnist_logreg | "))
+    cells = [c.strip() for c in line.strip("|").split("|")][1:]
+
+    def steps(r):
+        return int(r["steps_to_target"]) if r["reached"] == "1" else math.inf
+
+    for o, cell in zip(OPTIMIZERS, cells, strict=True):
+        tune = runs(rows, "mnist_logreg", optimizer=o, phase="tune")
+        key = min(
+            tune,
+            key=lambda r: (
+                steps(r),
+                min(float(r["final_metric"]), float(r["initial_metric"])),
+                int(r["point"]),
+            ),
+        )
+        scored = runs(
+            rows, "mnist_logreg", optimizer=o, phase="score", point=key["point"]
+        )
+        median = float(np.median([steps(r) for r in scored]))
+        shown = "not reached" if math.isinf(median) else f"{median:g}"
+        reached = sum(r["reached"] == "1" for r in scored)
+        rate = float(key["learning_rate"])
+        assert cell == f"{shown} ({reached}/{len(scored)}, lr {rate:.3g})"
+
+
 def test_report_only_rewrites_the_same_report(out_dir):
     before = (out_dir / "workloads.md").read_text()
     (out_dir / "workloads.md").unlink()

@@ -152,6 +152,40 @@ def test_regions_split_the_grid_at_the_base_optimizers_choice():
     }
 
 
+def timing_row(phase, seed, point, steps, final, reached=True):
+    return row(
+        "a",
+        seed,
+        point,
+        final,
+        phase=phase,
+        steps_to_target=steps,
+        reached=int(reached),
+    )
+
+
+def test_time_to_target_selects_its_rate_by_steps_on_seed_0():
+    rows = [
+        # Seed 0: point 1 has the lowest final metric, points 1 and 2 tie on
+        # steps; the lower final metric of the two (point 2's) breaks it.
+        timing_row("tune", 0, 0, 50, 0.30),
+        timing_row("tune", 0, 1, 40, 0.50),
+        timing_row("tune", 0, 2, 40, 0.40),
+    ]
+    scored_steps = {0: (10, 10), 1: (20, 20), 2: (30, 70)}
+    for point, steps in scored_steps.items():
+        rows += [
+            timing_row("score", s, point, n, 0.5)
+            for s, n in zip((1, 2), steps, strict=True)
+        ]
+    assert analysis.fastest_point(rows, "w", "a") == 2
+    assert [r["seed"] for r in analysis.timed(rows, "w", "a")] == [1, 2]
+    assert analysis.steps_to_target(rows, "w", "a") == 50  # median of 30 and 70
+    # Never reaching counts as infinitely slow; among such, the lower final.
+    never = [timing_row("tune", 0, p, 100, f, False) for p, f in ((0, 0.3), (1, 0.2))]
+    assert analysis.fastest_point(never, "w", "a") == 1
+
+
 def test_strongest_relative_has_the_largest_steps_profile_area():
     rows = []
     # Two workloads; "lion" reaches in fewer steps on both, "adopt" never.
@@ -167,6 +201,7 @@ def test_strongest_relative_has_the_largest_steps_profile_area():
                     "phase": "score",
                     "chosen": 1,
                     "seed": 1,
+                    "point": 0,
                     "steps_to_target": steps.get(o, 100),
                     "reached": int(o in steps),
                     "seconds": 1.0,

@@ -54,14 +54,35 @@ def scored(rows: Sequence[Row], workload: str, optimizer: str) -> list[Row]:
     return sorted(found, key=lambda r: r["seed"])
 
 
+def _steps(row: Row) -> float:
+    """A run's steps to target; inf where it never reached it."""
+    return row["steps_to_target"] if row["reached"] else math.inf
+
+
+def fastest_point(rows: Sequence[Row], workload: str, optimizer: str) -> int:
+    """The grid point where seed 0 reached the target in the fewest steps, the
+    metric time to target reports; ties (never reaching too) go to the lower
+    final metric, then the lower rate."""
+    tune = select(rows, workload=workload, optimizer=optimizer, phase="tune")
+    return int(min(tune, key=lambda r: (_steps(r), capped(r), r["point"]))["point"])
+
+
+def timed(rows: Sequence[Row], workload: str, optimizer: str) -> list[Row]:
+    """The scored seeds' runs that time to target reports, in seed order.
+
+    On a full grid, those at `fastest_point`; where the scored seeds ran at one
+    rate only (a sweep, chosen by final metric), those.
+    """
+    found = select(rows, workload=workload, optimizer=optimizer, phase="score")
+    if len({r["point"] for r in found}) > 1:
+        point = fastest_point(rows, workload, optimizer)
+        found = [r for r in found if r["point"] == point]
+    return sorted(found, key=lambda r: r["seed"])
+
+
 def steps_to_target(rows: Sequence[Row], workload: str, optimizer: str) -> float:
-    """Median over scored seeds; inf where the median seed did not reach."""
-    return scoring.median(
-        [
-            r["steps_to_target"] if r["reached"] else math.inf
-            for r in scored(rows, workload, optimizer)
-        ]
-    )
+    """Median over the `timed` seeds; inf where the median seed did not reach."""
+    return scoring.median([_steps(r) for r in timed(rows, workload, optimizer)])
 
 
 def seconds_per_step(rows: Sequence[Row], workload: str, optimizer: str) -> float:
@@ -154,26 +175,6 @@ def seed_widths(
         finals = np.array([capped(r) for r in mine])
         widths.append(tolerance_width(finals, tolerance, spacing)[0])
     return widths
-
-
-def tied_points(
-    rows: Sequence[Row], workload: str, optimizer: str, tie: float
-) -> list[int]:
-    """The tuning points whose final metric equals the best (within SLACK of a
-    tie): the chosen point is the lowest rate among them."""
-    tune = select(rows, workload=workload, optimizer=optimizer, phase="tune")
-    best = min(capped(r) for r in tune)
-    return sorted(int(r["point"]) for r in tune if capped(r) <= best + SLACK * tie)
-
-
-def steps_at(rows: Sequence[Row], workload: str, optimizer: str, point: int) -> float:
-    """Median steps to target over the scored seeds at one grid point."""
-    found = select(
-        rows, workload=workload, optimizer=optimizer, phase="score", point=point
-    )
-    return scoring.median(
-        [r["steps_to_target"] if r["reached"] else math.inf for r in found]
-    )
 
 
 def interval(

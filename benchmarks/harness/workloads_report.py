@@ -18,8 +18,6 @@ from harness import markdown, optimizers, plots, scoring
 from harness import workloads_analysis as analysis
 from harness.optimizers import OPTIMIZERS, PAIRS
 
-# Re-exported for the benchmark script, which reads stored runs back.
-strongest_relative = analysis.strongest_relative
 REGIONS = ("below", "at", "above")
 
 
@@ -73,12 +71,13 @@ def _width_summary(results: analysis.Results, pair: tuple[str, str]) -> str:
         else:
             counts["wider" if a > b else "narrower"] += 1
     listed = ", ".join(f"{n} on {k}" for n, k in counts.items())
-    mean, low, high = analysis.interval(results.seed_width_differences(pair))
+    differences = results.seed_width_differences(pair)
+    mean, low, high = analysis.interval(differences)
     return (
         f"- Tolerance width of `{pair[0]}` against `{pair[1]}`, from the median "
         f"over seeds, per workload: {listed} (undecided: the narrower range "
         "reaches an end of the grid). Per seed, paired, over "
-        f"{len(results.seed_width_differences(pair))} (workload, seed) pairs: "
+        f"{len(differences)} (workload, seed) pairs: "
         f"{mean:+.2f} decades [{low:+.2f}, {high:+.2f}]."
     )
 
@@ -165,18 +164,20 @@ def _method(results: analysis.Results) -> list[str]:
         "library's default.",
         _RELATIVES,
         "- **Tuning** on seed 0: the grid point with the lowest final validation "
-        "metric is each optimizer's chosen rate; on a tie (an error rate moves in "
-        "steps of one example) the lowest of the tied rates, a rule fixed before "
-        "the runs. The ties are listed under Time to target, with the steps at "
-        "each tied rate.",
+        "metric is each optimizer's chosen rate (on a tie, the lowest tied rate); "
+        "it sets the paired regions, the larger model's sweep and the size "
+        "comparison. Time to target selects by the metric it reports: the grid "
+        "point where seed 0 reached the target in the fewest steps (ties, never "
+        "reaching too, go to the lower final metric, then the lower rate).",
         f"- **Target**, fixed before any scored run: the best final metric of any "
         f"{', '.join(f'`{o}`' for o in rules['target_family'])} tuning run "
         "(of those that ran on the workload) plus "
         f"{rules['target_margin_ties']} ties (the tie is the metric's resolution: "
         "one validation example, or 0.01 bits per byte). Steps to target: the first "
         "recorded step at or below it (resolution: `eval every`); the median over "
-        f"the scored seeds {seeds} at the chosen rate counts, a seed that never "
-        "reaches it counting as infinitely slow. Seconds to target: median steps "
+        f"the scored seeds {seeds} at that rate counts (on the larger model, which "
+        "scored one rate only, at the chosen rate), a seed that never reaches it "
+        "counting as infinitely slow. Seconds to target: median steps "
         "times the fastest of the optimizer's runs per step. The target is strict "
         "by design (near the best final quality any seed-0 run reached), so on a "
         "workload whose seeds differ by more than the margin, few runs reach it.",
@@ -217,7 +218,7 @@ def _workload_table(meta: dict[str, Any]) -> list[str]:
 
 
 def _steps_cell(rows: list[dict[str, Any]], w: str, o: str) -> str:
-    runs = analysis.scored(rows, w, o)
+    runs = analysis.timed(rows, w, o)
     steps = analysis.steps_to_target(rows, w, o)
     reached = sum(int(r["reached"]) for r in runs)
     shown = "not reached" if math.isinf(steps) else f"{steps:g}"
@@ -229,8 +230,8 @@ def _time_table(results: analysis.Results) -> list[str]:
     lines = [
         "## Time to target",
         "",
-        "Median steps to target over the scored seeds at each optimizer's chosen "
-        "rate (seeds that reached it / seeds; the chosen peak rate).",
+        "Median steps to target over the scored seeds at the rate where seed 0 "
+        "was fastest to it (seeds that reached it / seeds; that peak rate).",
         "",
     ]
     full = results.full_grid
@@ -241,35 +242,7 @@ def _time_table(results: analysis.Results) -> list[str]:
         lines += _table(["workload"] + [f"`{o}`" for o in optimizers], body)
         if workloads is full:
             lines += _profile_lines(rows, workloads, optimizers)
-    return lines + _tie_lines(results)
-
-
-def _tie_lines(results: analysis.Results) -> list[str]:
-    notes = []
-    for w in results.workloads:
-        tie = results.described[w]["tie"]
-        for o in results.optimizers(w):
-            points = analysis.tied_points(results.runs, w, o, tie)
-            if len(points) > 1:
-                steps = ", ".join(
-                    f"{_rate(o, p, results)}: "
-                    + markdown.number(analysis.steps_at(results.runs, w, o, p), "g")
-                    for p in points
-                )
-                notes.append(f"- {w}, `{o}`: tied at {len(points)} rates ({steps}).")
-    if not notes:
-        return []
-    return [
-        "Ties in tuning, resolved to the lowest rate; median steps to target of "
-        "the scored seeds at each tied rate:",
-        "",
-        *notes,
-        "",
-    ]
-
-
-def _rate(optimizer: str, point: int, results: analysis.Results) -> str:
-    return f"lr {OPTIMIZERS[optimizer].grid(results.meta['points'])[point]:.3g}"
+    return lines
 
 
 def _profile_lines(
