@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from aadam_optax import _directions, _validation
-from aadam_optax._validation import VARIANTS, Variant
+from aadam_optax._validation import Variant
 
 SIGN_DTYPE = jnp.int8
 
@@ -39,15 +39,14 @@ def _rule(
         # The text's final rule: +d where the gradient kept its sign, -d where it
         # flipped.
         coefficient, memory = grad_sign * prev_grad_sign, prev_update
-    elif variant == "magnitude":
-        # The previous step's size is added to, or taken from, the size of the
-        # current step, along the current direction (the text: "the value d is
+    else:
+        # "magnitude" (the constructors validate `variant`): the previous
+        # step's size is added to, or taken from, the size of the current
+        # step, along the current direction (the text: "the value d is
         # actually added or subtracted from the current update step size"),
         # whatever the sign of the previous step.
         coefficient = grad_sign * prev_grad_sign * jnp.sign(direction)
         memory = jnp.abs(prev_update)
-    else:
-        raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}.")
     # A zero coefficient contributes exactly 0, even against an infinite or
     # NaN memory (IEEE's 0 * inf is NaN): as sign(0) = 0 means, a zero gradient
     # takes no memory, and a direction that overflowed once must not turn
@@ -109,7 +108,12 @@ def _accelerate_leaf(
     b1: Any,
     variant: str,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One leaf: returns (update, new prev_update, new prev_grad_sign)."""
+    """One leaf: returns (update, new prev_update, new prev_grad_sign).
+
+    Python and NumPy scalars are taken as arrays, as Optax's own
+    transformations take them.
+    """
+    direction, grad = jnp.asarray(direction), jnp.asarray(grad)
     compute_dtype = jnp.result_type(direction, prev_update)
     prev = prev_update.astype(compute_dtype)
     if jnp.iscomplexobj(direction) or jnp.iscomplexobj(grad):

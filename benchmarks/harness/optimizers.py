@@ -9,9 +9,10 @@ one grid; Lion, whose sign update has unit size per coordinate, gets the grid
 one decade lower, as its authors advise rates 3-10x below AdamW's. The
 decoupled weight decay of the "W" optimizers is fixed, not tuned.
 
-The relatives are comparators of the benchmark, not part of the library:
-Cautious AdamW (Liang et al. 2024), `optax.lion` (Chen et al. 2023) and
-`optax.contrib.adopt` (Taniguchi et al. 2024).
+The relatives are comparators: Cautious AdamW (Liang et al. 2024; the
+library's `cautious_adamw`, with the authors' original `+1` in the rescale),
+`optax.lion` (Chen et al. 2023) and `optax.contrib.adopt` (Taniguchi et al.
+2024).
 """
 
 from __future__ import annotations
@@ -44,37 +45,6 @@ def schedule(peak: jax.Array, steps: int) -> optax.Schedule:
     # for a peak of one and scaled: the peak stays a traced argument.
     unit = optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, steps, end_value=0.0)
     return lambda count: peak * unit(count)
-
-
-def cautious(inner: optax.GradientTransformation) -> optax.GradientTransformation:
-    """Cautious masking (Liang et al. 2024) of `inner`'s update direction.
-
-    Each leaf's components whose sign disagrees with the gradient's are zeroed
-    and the rest rescaled by `size / (kept + 1)`, the inverse of the mask's
-    mean as in the authors' C-AdamW code (the +1 guards an empty mask).
-    """
-
-    def update(grads, state, params=None):
-        updates, state = inner.update(grads, state, params)
-
-        def mask(u: jax.Array, g: jax.Array) -> jax.Array:
-            keep = (u * g > 0).astype(u.dtype)
-            return u * keep * (keep.size / (keep.sum() + 1))
-
-        return jax.tree.map(mask, updates, grads), state
-
-    return optax.GradientTransformation(inner.init, update)
-
-
-def cautious_adamw(
-    learning_rate: optax.ScalarOrSchedule, weight_decay: float
-) -> optax.GradientTransformation:
-    """C-AdamW: AdamW with the cautious mask on Adam's direction; the decay unmasked."""
-    return optax.chain(
-        cautious(optax.scale_by_adam()),
-        optax.add_decayed_weights(weight_decay),
-        optax.scale_by_learning_rate(learning_rate),
-    )
 
 
 Factory = Callable[[optax.Schedule], optax.GradientTransformation]
@@ -110,7 +80,9 @@ OPTIMIZERS: dict[str, Candidate] = {
         ADAM_RATES, lambda lr: optax.adamw(lr, weight_decay=WEIGHT_DECAY)
     ),
     "cautious_adamw": Candidate(
-        ADAM_RATES, lambda lr: cautious_adamw(lr, WEIGHT_DECAY), relative=True
+        ADAM_RATES,
+        lambda lr: aadam_optax.cautious_adamw(lr, weight_decay=WEIGHT_DECAY),
+        relative=True,
     ),
     "lion": Candidate(
         LION_RATES,
