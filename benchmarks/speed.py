@@ -17,6 +17,12 @@ taken within each round and its median and interquartile range are reported.
   `XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion=true`.
 * Dispatch: the host-side time of one jitted `update` call on many small leaves.
 
+The cautious optimizers (`cautious_adamw`, `cautious_aadamw`) mask a direction
+leaf by leaf, with one reduction (a count) per leaf. Each is timed in the same
+rounds as the optimizer it masks (adamw, aadamw), and its ratio to that
+reference, taken within each round, is the cost of the mask alone: the goal
+is at most 1.03 for the Transformer's whole step.
+
 A sample runs k steps inside one compiled loop (the same k for every optimizer
 of a case, chosen so a sample takes about --sample-ms, or --step-sample-ms for
 a whole training step), so it times the step,
@@ -25,7 +31,7 @@ XLA:CPU runs convolutions many times slower inside a loop body
 (jax-ml/jax#12868), so there a sample is back-to-back calls of a compiled
 function that runs 8 steps written out, and one block at the end.
 
-    python benchmarks/speed.py                 # CPU defaults, about 3 minutes
+    python benchmarks/speed.py                 # CPU defaults, about 6 minutes
     python benchmarks/speed.py --quick         # seconds, small sizes
     python benchmarks/speed.py --backend gpu   # on a CUDA machine, adds 1e8 and 3e8
 
@@ -56,7 +62,7 @@ import numpy as np
 import optax
 from flax import nnx
 from harness import environment, provenance, records, speed_report
-from harness.speed_report import AADAM, MULTI_OUTPUT_FUSION
+from harness.speed_report import AADAM, MULTI_OUTPUT_FUSION, REFERENCES
 from harness.timing import (
     Contender,
     Quartiles,
@@ -91,7 +97,24 @@ def optimizers() -> dict[str, optax.GradientTransformation]:
         "aadamw": aadam_optax.aadamw(LEARNING_RATE),
         "aadamax": aadam_optax.aadamax(LEARNING_RATE),
         "aamsgrad": aadam_optax.aamsgrad(LEARNING_RATE),
+        # The cautious mask over AdamW's and AAdamW's directions, decay (the
+        # same default 1e-4 as adamw's and aadamw's) unmasked.
+        "cautious_adamw": aadam_optax.cautious_adamw(LEARNING_RATE),
+        "cautious_aadamw": aadam_optax.cautious_aadamw(LEARNING_RATE),
     }
+
+
+# The whole-step and many-leaf optimizers by default (those of them among
+# --optimizers): AAdam against Adam, and each cautious optimizer with the
+# optimizer it masks, its like-for-like reference (`speed_report.REFERENCES`).
+STEP_OPTIMIZERS = (
+    "adam",
+    AADAM,
+    "adamw",
+    "cautious_adamw",
+    "aadamw",
+    "cautious_aadamw",
+)
 
 
 def state_options() -> dict[str, optax.GradientTransformation]:
@@ -107,6 +130,8 @@ def state_options() -> dict[str, optax.GradientTransformation]:
         "aadamw": aadam_optax.aadamw(LEARNING_RATE),
         "aadamax": aadam_optax.aadamax(LEARNING_RATE),
         "aamsgrad": aadam_optax.aamsgrad(LEARNING_RATE),
+        "cautious_adamw": aadam_optax.cautious_adamw(LEARNING_RATE),
+        "cautious_aadamw": aadam_optax.cautious_aadamw(LEARNING_RATE),
     }
 
 
@@ -202,9 +227,28 @@ def timing_columns(times: Quartiles, ratios: Quartiles) -> dict[str, float]:
     }
 
 
-def timed(contenders: dict[str, Contender], name: str) -> dict[str, float]:
+def timed(contenders: dict[str, Contender], name: str) -> dict[str, Any]:
+    """`timing_columns` against adam and, for a cautious optimizer, its ratio
+    to the optimizer it masks in the same rounds (`reference_columns`)."""
     seconds = contenders[name].seconds
-    return timing_columns(*per_round(seconds, contenders["adam"].seconds))
+    columns: dict[str, Any] = timing_columns(
+        *per_round(seconds, contenders["adam"].seconds)
+    )
+    reference = REFERENCES.get(name)
+    if reference in contenders:
+        _, ratios = per_round(seconds, contenders[reference].seconds)
+        columns |= reference_columns(reference, ratios)
+    return columns
+
+
+def reference_columns(reference: str, ratios: Quartiles) -> dict[str, Any]:
+    """The like-for-like ratio: time / `reference`'s time, round by round."""
+    return {
+        "reference": reference,
+        "ratio_to_reference": ratios.median,
+        "reference_ratio_q25": ratios.q25,
+        "reference_ratio_q75": ratios.q75,
+    }
 
 
 def isolated_contender(
@@ -589,9 +633,13 @@ def _case_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--step-optimizers",
-        default=f"adam,{AADAM}",
-        help="optimizers of the whole-step, many-leaf and dispatch measurements "
-        "(adam first)",
+        help="optimizers of the whole-step and many-leaf measurements (adam "
+        f"first; default: those of {','.join(STEP_OPTIMIZERS)} among --optimizers)",
+    )
+    parser.add_argument(
+        "--dispatch-optimizers",
+        help=f"optimizers of the dispatch measurement (adam first; default: "
+        f"adam,{AADAM}, or adam alone where --optimizers lacks {AADAM})",
     )
     parser.add_argument(
         "--models",
@@ -663,17 +711,40 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     unknown = [n for n in chosen if n not in known]
     if unknown:
         parser.error(f"--optimizers: unknown {unknown}; choose from {list(known)}")
+    _check_references(parser, "--optimizers", chosen)
     args.optimizers = chosen
-    args.step_optimizers = [
-        n.strip() for n in args.step_optimizers.split(",") if n.strip()
-    ]
-    if args.step_optimizers[:1] != ["adam"] or any(
-        n not in chosen for n in args.step_optimizers
+    for option, default in (
+        ("step_optimizers", STEP_OPTIMIZERS),
+        ("dispatch_optimizers", ("adam", AADAM)),
     ):
-        parser.error(
-            f"--step-optimizers must start with adam and be among --optimizers {chosen}"
+        text = getattr(args, option)
+        names = (
+            [n for n in default if n in chosen]
+            if text is None
+            else [n.strip() for n in text.split(",") if n.strip()]
         )
+        flag = "--" + option.replace("_", "-")
+        if names[:1] != ["adam"] or any(n not in chosen for n in names):
+            parser.error(
+                f"{flag} must start with adam and be among --optimizers {chosen}"
+            )
+        _check_references(parser, flag, names)
+        setattr(args, option, names)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+
+
+def _check_references(
+    parser: argparse.ArgumentParser, option: str, names: list[str]
+) -> None:
+    """A cautious optimizer is timed with the optimizer it masks, or its goal
+    has no like-for-like ratio."""
+    missing = [
+        f"{name} needs {REFERENCES[name]}"
+        for name in names
+        if name in REFERENCES and REFERENCES[name] not in names
+    ]
+    if missing:
+        parser.error(f"{option}: {'; '.join(missing)}")
 
 
 def default_sizes(args: argparse.Namespace, backend: str) -> None:
@@ -746,10 +817,11 @@ def plan(args: argparse.Namespace) -> list[Job]:
     """Every measurement of the run, in order."""
     opts = {name: opt for name, opt in optimizers().items() if name in args.optimizers}
     step_opts = {name: opts[name] for name in args.step_optimizers}
+    dispatch_opts = {name: opts[name] for name in args.dispatch_optimizers}
     if args.only_isolated:
         return isolated_jobs(args, opts, step_opts)
     jobs = whole_step_jobs(args, step_opts) + isolated_jobs(args, opts, step_opts)
-    jobs.append(("dispatch", partial(dispatch_rows, step_opts, args)))
+    jobs.append(("dispatch", partial(dispatch_rows, dispatch_opts, args)))
     if jax.default_backend() == "cpu":
         jobs.append(("fusion", partial(fusion_rows, args, max(args.sizes))))
     return jobs
@@ -777,6 +849,7 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "machine": environment.machine(),
         "quick": args.quick,
         "provenance": recorded,
+        "goals": speed_report.GOALS,
         **facts,
         "files": ["speed.csv", "speed.md", "speed.png", "speed_run.json"],
     }

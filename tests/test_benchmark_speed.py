@@ -16,6 +16,7 @@ from harness import speed_report, timing  # noqa: E402
 
 AADAM = "aadam[sign_change]"
 LEAVES = 5
+CAUTIOUS = "cautious_adamw"
 
 
 def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
@@ -27,7 +28,7 @@ def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
         "--dtypes=float32",
         "--sizes=1000,5000",
         f"--leaves={LEAVES}",
-        f"--optimizers=adam,{AADAM}",
+        f"--optimizers=adam,{AADAM},adamw,{CAUTIOUS}",
         "--models=digits_mlp",
         "--repeats=7",
         "--sample-ms=2",
@@ -47,10 +48,28 @@ def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
         "multi-output fusion",
     }
     for row in rows:
-        allowed = {"adam", AADAM}
+        allowed = {"adam", AADAM, "adamw", CAUTIOUS}
         if row["section"] == "dispatch":
-            allowed.add(speed.DISPATCH_CONTROL)
+            # The dispatch case keeps adam and AAdam (the cautious mask adds no
+            # state leaves); the fusion case runs them alone.
+            allowed = {"adam", AADAM, speed.DISPATCH_CONTROL}
+        if row["section"] == "multi-output fusion":
+            allowed = {"adam", AADAM}
         assert row["optimizer"] in allowed
+        if row["optimizer"] == CAUTIOUS:
+            # Its like-for-like ratio, to the optimizer it masks.
+            assert row["reference"] == "adamw"
+            low, mid, high = (
+                float(row[k])
+                for k in (
+                    "reference_ratio_q25",
+                    "ratio_to_reference",
+                    "reference_ratio_q75",
+                )
+            )
+            assert 0 < low <= mid <= high
+        else:
+            assert row["reference"] == row["ratio_to_reference"] == ""
         for low, mid, high in (
             ("q25_ms", "median_ms", "q75_ms"),
             ("ratio_q25", "ratio_to_adam", "ratio_q75"),
@@ -73,16 +92,28 @@ def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
         assert 0 < float(row["floor_fraction"])
         # Minimal traffic from the dtypes alone: params and state read and
         # written, grads read. Adam's state is mu, nu (4 + 4 bytes); AAdam adds
-        # prev_update (4) and the int8 sign (1).
-        expected = {"adam": 2 * 4 + 4 + 2 * 8, AADAM: 2 * 4 + 4 + 2 * 13}
+        # prev_update (4) and the int8 sign (1). AdamW's and C-AdamW's are
+        # Adam's: the mask keeps no state.
+        adam_bytes = 2 * 4 + 4 + 2 * 8
+        expected = {"adam": adam_bytes, "adamw": adam_bytes, CAUTIOUS: adam_bytes}
+        expected[AADAM] = 2 * 4 + 4 + 2 * 13
         assert float(row["min_bytes_per_param"]) == expected[row["optimizer"]]
+    # The many-leaf layout times the step optimizers: all four here.
+    assert {r["optimizer"] for r in isolated if r["layout"] == "many"} == {
+        "adam",
+        AADAM,
+        "adamw",
+        CAUTIOUS,
+    }
 
     whole = [r for r in rows if r["section"] == "whole step"]
-    assert len(whole) == 4  # in one compiled loop and one call per step
+    # In one compiled loop and one call per step, four optimizers each.
+    assert len(whole) == 2 * 4
     # The main job's MLP: 64*128 + 128 + 128*128 + 128 + 128*10 + 10 params.
     assert {int(r["size"]) for r in whole} == {26_122}
 
     dispatch = {r["optimizer"]: r for r in rows if r["section"] == "dispatch"}
+    assert set(dispatch) == {"adam", AADAM, speed.DISPATCH_CONTROL}
     # State leaves: the count, then mu and nu per leaf (Adam), plus
     # prev_update and the sign per leaf (AAdam).
     assert int(dispatch["adam"]["state_leaves"]) == 1 + 2 * LEAVES
@@ -105,6 +136,7 @@ def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
         in markdown
     )
     assert "1 for every optimizer" in markdown
+    assert "State bytes per parameter, cautious_adamw: 8.00" in markdown
     for heading in ("## Whole training step", "## Dispatch", "## XLA:CPU"):
         assert heading in markdown
     assert (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -114,8 +146,9 @@ def test_speed_benchmark_quick_run(tmp_path: pathlib.Path) -> None:
     recorded = run["provenance"]
     assert len(recorded["commit"]) == 40 and "jax" in recorded["versions"]
     assert f"- Numerics fingerprint: `{recorded['numerics']['hash']}`" in markdown
-    assert run["compilations"][AADAM] == 1
+    assert run["compilations"][AADAM] == run["compilations"][CAUTIOUS] == 1
     assert run["state_bytes_per_param"]["aadam"] == 13.0
+    assert run["goals"]["cautious_whole_step"]["at_most"] == 1.03
 
     # The report is written from the stored files alone.
     (tmp_path / "speed.md").unlink()
@@ -185,3 +218,119 @@ def test_per_round_ratios_are_taken_within_each_round() -> None:
     times, ratios = timing.per_round([2.0, 2.0, 20.0, 2.0], [1.0, 1.0, 10.0, 1.0])
     assert ratios == (2.0, 2.0, 2.0)
     assert times.median == 2000.0 and times.q25 == 2000.0 and times.q75 == 6500.0
+
+
+def _contender(seconds: list[float]) -> timing.Contender:
+    return timing.Contender(lambda c, k, n: c, None, None, seconds=seconds)
+
+
+def test_cautious_ratios_are_taken_against_their_reference_in_each_round() -> None:
+    """C-AdamW's like-for-like ratio is its time over AdamW's in the same
+    round; the other optimizers have none."""
+    contenders = {
+        "adam": _contender([1.0, 1.0, 4.0, 1.0]),
+        "adamw": _contender([2.0, 2.0, 8.0, 2.0]),
+        CAUTIOUS: _contender([2.0, 2.2, 8.8, 3.0]),
+    }
+    cautious = speed.timed(contenders, CAUTIOUS)
+    # Against adamw, round by round: 1.0, 1.1, 1.1, 1.5.
+    assert cautious["reference"] == "adamw"
+    assert np.isclose(cautious["ratio_to_reference"], 1.1)
+    assert np.isclose(cautious["reference_ratio_q25"], 1.075)
+    assert np.isclose(cautious["reference_ratio_q75"], 1.2)
+    # Against adam: 2.0, 2.2, 2.2, 3.0.
+    assert np.isclose(cautious["ratio_to_adam"], 2.2)
+    assert "reference" not in speed.timed(contenders, "adamw")
+
+
+def test_a_cautious_optimizer_is_timed_with_its_reference() -> None:
+    args = speed.parse_args([f"--optimizers=adam,{AADAM},adamw,{CAUTIOUS}"])
+    # The default step optimizers: those of STEP_OPTIMIZERS chosen, in order;
+    # dispatch keeps adam and AAdam.
+    assert args.step_optimizers == ["adam", AADAM, "adamw", CAUTIOUS]
+    assert args.dispatch_optimizers == ["adam", AADAM]
+    assert speed.parse_args([]).step_optimizers == list(speed.STEP_OPTIMIZERS)
+    for argv in (
+        [f"--optimizers=adam,{CAUTIOUS}"],
+        [f"--optimizers=adam,adamw,{CAUTIOUS}", f"--step-optimizers=adam,{CAUTIOUS}"],
+    ):
+        try:
+            speed.parse_args(argv)
+        except SystemExit:
+            continue
+        raise AssertionError(f"{argv} accepted without adamw")
+
+
+def _whole_row(case: str, optimizer: str, ratio: float, **reference: Any) -> dict:
+    """A whole-step row as speed.csv stores it, the spreads set by hand."""
+    return {
+        "section": "whole step",
+        "case": case,
+        "size": 137_216,
+        "optimizer": optimizer,
+        "median_ms": 30.0,
+        "q25_ms": 29.0,
+        "q75_ms": 31.0,
+        "ratio_to_adam": ratio,
+        "ratio_q25": ratio - 0.01,
+        "ratio_q75": ratio + 0.02,
+        "steps_per_sample": 15,
+        "description": "a Transformer",
+        "reference": "",
+        "ratio_to_reference": "",
+        "reference_ratio_q25": "",
+        "reference_ratio_q75": "",
+        **reference,
+    }
+
+
+def test_report_gives_the_cautious_goal_against_the_reference() -> None:
+    lm, cnn = "bytes_lm (loop)", "mnist_cnn (unrolled)"
+
+    def against(reference: str, ratio: float) -> dict[str, Any]:
+        return {
+            "reference": reference,
+            "ratio_to_reference": ratio,
+            "reference_ratio_q25": ratio - 0.02,
+            "reference_ratio_q75": ratio + 0.01,
+        }
+
+    whole = [
+        _whole_row(lm, "adam", 1.0),
+        _whole_row(lm, AADAM, 1.01),
+        _whole_row(lm, "adamw", 1.02),
+        _whole_row(lm, CAUTIOUS, 1.05, **against("adamw", 1.0294)),
+        _whole_row(lm, "aadamw", 1.0),
+        _whole_row(lm, "cautious_aadamw", 1.04, **against("aadamw", 1.0312)),
+        # The CNN's cautious row has no goal: the goal is the Transformer's.
+        _whole_row(cnn, "adam", 1.0),
+        _whole_row(cnn, "adamw", 1.0),
+        _whole_row(cnn, CAUTIOUS, 1.2, **against("adamw", 1.2)),
+    ]
+    run = {"compilations": {"adam": 1}, "state_bytes_per_param": {}}
+    # The ratio to the reference, not to adam; a miss in three decimals.
+    assert speed_report._goals([], whole, [], run)[3:7] == [
+        f"- AAdam whole step / Adam's, {lm}: 1.01 (goal <= 1.03: met).",
+        f"- cautious_adamw whole step / adamw's, {lm}: 1.03 (goal <= 1.03: met).",
+        f"- cautious_aadamw whole step / aadamw's, {lm}: 1.031 (goal <= 1.03: "
+        "NOT met).",
+        "- Compilations of each jitted step over 5 steps: 1 for every optimizer.",
+    ]
+    # The bound is the one the run recorded.
+    recorded = {"goals": {"cautious_whole_step": {"at_most": 1.05}}, **run}
+    lines = speed_report._goals([], whole, [], recorded)
+    assert lines[5].endswith(": 1.03 (goal <= 1.05: met).")
+
+    table = speed_report._whole_step(whole)
+    assert table[3] == (
+        "| case | params | optimizer | ms per step | ratio to adam "
+        "| ratio to reference | k |"
+    )
+    assert table[5] == (
+        f"| {lm} | 137,216 | adam | 30.000 [29.000-31.000] | 1.00 [0.99-1.02] "
+        "| - | 15 |"
+    )
+    assert table[8] == (
+        f"| {lm} | 137,216 | {CAUTIOUS} | 30.000 [29.000-31.000] | 1.05 [1.04-1.07] "
+        "| 1.03 [1.01-1.04] (adamw) | 15 |"
+    )
