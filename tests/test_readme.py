@@ -37,6 +37,22 @@ def test_optax_example_runs_and_converges():
     assert jnp.allclose(namespace["params"]["w"], 3.0, atol=1e-2)
 
 
+def test_cautious_adamw_is_a_one_line_switch_from_adamw():
+    """The Cautious AdamW block swaps optax.adamw for cautious_adamw with the
+    same arguments, and that optimizer trains the NNX quickstart's model."""
+    switch = _block("cautious_adamw")
+    arguments = re.search(r"# tx = optax\.adamw\((.*)\)\n", switch).group(1)
+    assert f"tx = aadam_optax.cautious_adamw({arguments})" in switch
+    exec(switch, {})  # noqa: S102 - the README's own code
+    quickstart = _block("nnx.Optimizer")
+    assert quickstart.count("aadam_optax.aadamw(") == 1
+    namespace: dict = {}
+    cautious = quickstart.replace("aadam_optax.aadamw(", "aadam_optax.cautious_adamw(")
+    exec(cautious, namespace)  # noqa: S102 - the README's own code
+    losses = namespace["losses"]
+    assert losses[-1] < 0.25 * losses[0]
+
+
 @pytest.mark.parametrize(
     "code", [code for _, code in BLOCKS], ids=[f"line-{n}" for n, _ in BLOCKS]
 )
