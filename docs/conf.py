@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,21 @@ def _write_results_pages() -> None:
         (pages / source.name).write_text("\n".join(page) + "\n", encoding="utf-8")
 
 
+# The pages link to a results file by its path in the repository
+# (`../benchmarks/results/speed.md`), so that the link works where the page is
+# read as Markdown (GitHub, an editor); in this site it goes to the file's page
+# (`results/speed.md`, written by `_write_results_pages`).
+_RESULTS_LINK = re.compile(r"\]\(\.\./benchmarks/results/([\w.-]+\.md)(#[^)\s]*)?\)")
+
+
+def _link_results_files_to_their_pages(
+    app: Sphinx, docname: str, source: list[str]
+) -> None:
+    if "/" not in docname:  # the hand-written pages, not the results pages
+        source[0] = _RESULTS_LINK.sub(r"](results/\1\2)", source[0])
+
+
 def setup(app: Sphinx) -> None:
     app.connect("autodoc-process-docstring", _drop_inherited_data_docstrings)
+    app.connect("source-read", _link_results_files_to_their_pages)
     _write_results_pages()
