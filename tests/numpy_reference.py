@@ -14,7 +14,17 @@ Conventions (docs/algorithms.md):
 * `0 / 0 := 0` in the direction `a_n` (no step, rather than NaN);
 * a learning-rate schedule is called with the number of steps already taken
   (0 on the first step), as optax calls it; `updates_n = -lr_n * u_n`, so with a
-  schedule the previous direction is scaled by the *current* learning rate.
+  schedule the previous direction is scaled by the *current* learning rate;
+* with `nesterov=True` (Adam's direction only, as `optax.adam` offers it),
+  `mhat_n` is NAdam's look-ahead
+  `b1 * m_n / (1 - b1^(n+1)) + (1 - b1) * g_n / (1 - b1^n)`;
+* complex params: `m` and `u` are complex, `v` (and AMSGrad's maximum) real,
+  from `|g|^2` (AdaMax: from `|g|`); a complex moment is divided by the real
+  denominator part by part (docs/deviations.md, `complex-division`), and the
+  acceleration treats a complex number as the pair of reals it is made of,
+  each part with its own sign history. The reference keeps that history as the
+  complex number `sign(re) + 1j * sign(im)`; `packed_signs` writes it as the
+  package stores it, `re + 3 * im`.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 # The variants' names are the package's (its public `Variant` type); what each
 # name means is written out again below, from the equations.
@@ -43,6 +54,8 @@ class Config:
       variant: the acceleration coefficient `c_n`.
       bias_correction: divide Adam's moments by `1 - b**n` (AdaMax's `v` is never
         corrected, its `m` always is; AMSGrad always corrects both).
+      nesterov: NAdam's look-ahead for `mhat_n` (``"adam"`` only). Without bias
+        correction both divisors go: `b1 * m_n + (1 - b1) * g_n`.
     """
 
     family: Family = "adam"
@@ -52,11 +65,21 @@ class Config:
     eps_root: float = 0.0
     variant: Variant = "sign_change"
     bias_correction: bool = True
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        if self.nesterov and self.family != "adam":
+            raise ValueError("nesterov is NAdam's look-ahead of Adam's direction")
 
 
 @dataclasses.dataclass
 class State:
-    """The reference state after step `count` (all arrays float64)."""
+    """The reference state after step `count`.
+
+    All arrays are float64, or for complex params complex128 (`mu`,
+    `prev_update`, and `prev_grad_sign` as `sign(re) + 1j * sign(im)`) and
+    float64 (`nu`, `nu_max`).
+    """
 
     count: int
     mu: np.ndarray
@@ -99,8 +122,37 @@ class Trajectory:
     state: State
 
 
+def as_array(x: np.ndarray | float | complex) -> np.ndarray:
+    """`x` in float64, or in complex128 if it is complex."""
+    return np.asarray(x, np.complex128 if np.iscomplexobj(x) else np.float64)
+
+
+def signs(grad: np.ndarray) -> np.ndarray:
+    """`sign(g)`, with `sign(0) = 0`; for a complex `g`, each part's sign.
+
+    (NumPy's own `sign` of a complex number is `z / |z|`, not the pair.)
+    """
+    if np.iscomplexobj(grad):
+        return np.sign(grad.real) + 1j * np.sign(grad.imag)
+    return np.sign(grad)
+
+
+def packed_signs(grad_sign: np.ndarray) -> np.ndarray:
+    """The signs as the package stores them: `re + 3 * im` for a complex pair."""
+    if np.iscomplexobj(grad_sign):
+        return grad_sign.real + 3 * grad_sign.imag
+    return grad_sign
+
+
 def divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """`numerator / denominator` with `0 / 0 := 0`; `x / 0` stays inf for `x != 0`."""
+    """`numerator / denominator` with `0 / 0 := 0`; `x / 0` stays inf for `x != 0`.
+
+    The denominator is real; a complex numerator is divided part by part.
+    """
+    if np.iscomplexobj(numerator):
+        return divide(numerator.real, denominator) + 1j * divide(
+            numerator.imag, denominator
+        )
     with np.errstate(divide="ignore", invalid="ignore"):
         quotient = numerator / denominator
     return np.where(numerator == 0, 0.0, quotient)
@@ -114,7 +166,24 @@ def accelerate_step(
     b1: float,
     variant: Variant,
 ) -> np.ndarray:
-    """`u_n = b1 * a_n + (1 - b1) * c_n * u_{n-1}` with the variant's `c_n`."""
+    """`u_n = b1 * a_n + (1 - b1) * c_n * u_{n-1}` with the variant's `c_n`.
+
+    Complex arrays (signs as `sign(re) + 1j * sign(im)`) are two real problems:
+    the real parts, and the imaginary parts.
+    """
+    if any(np.iscomplexobj(x) for x in (direction, grad_sign, prev_update)):
+        parts = [
+            accelerate_step(
+                part(direction),
+                part(grad_sign),
+                part(prev_grad_sign),
+                part(prev_update),
+                b1,
+                variant,
+            )
+            for part in (np.real, np.imag)
+        ]
+        return parts[0] + 1j * parts[1]
     if variant == "sign_change":
         coefficient, memory = grad_sign * prev_grad_sign, prev_update
     elif variant == "sign":
@@ -133,13 +202,12 @@ def accelerate_sequence(
     directions: np.ndarray, grads: np.ndarray, b1: float, variant: Variant
 ) -> np.ndarray:
     """The generic `accelerate`: `u_1 .. u_N` for given `a_n` and `g_n` (axis 0)."""
-    directions = np.asarray(directions, np.float64)
-    grads = np.asarray(grads, np.float64)
-    prev_update = np.zeros(directions.shape[1:])
+    directions, grads = as_array(directions), as_array(grads)
+    prev_update = np.zeros(directions.shape[1:], directions.dtype)
     prev_grad_sign = np.zeros(directions.shape[1:])
     accelerated = np.empty_like(directions)
     for n in range(directions.shape[0]):
-        grad_sign = np.sign(grads[n])
+        grad_sign = signs(grads[n])
         prev_update = accelerate_step(
             directions[n], grad_sign, prev_grad_sign, prev_update, b1, variant
         )
@@ -148,17 +216,21 @@ def accelerate_sequence(
     return accelerated
 
 
-def init(shape: tuple[int, ...]) -> State:
-    """The state before the first step: everything zero."""
-    zeros = np.zeros(shape)
-    return State(0, zeros, zeros, zeros, zeros, zeros)
+def init(shape: tuple[int, ...], dtype: npt.DTypeLike = np.float64) -> State:
+    """The state before the first step: everything zero.
+
+    `dtype` is the params' (float64 or complex128): `mu`, `prev_update` and the
+    signs take it; `nu` and `nu_max` are real.
+    """
+    zeros, real_zeros = np.zeros(shape, dtype), np.zeros(shape)
+    return State(0, zeros, real_zeros, real_zeros, zeros, zeros)
 
 
 def step(
     state: State, grad: np.ndarray, config: Config
 ) -> tuple[np.ndarray, np.ndarray, State]:
     """One step of the rule: returns `(a_n, u_n, new state)`."""
-    grad = np.asarray(grad, np.float64)
+    grad = as_array(grad)
     b1, b2 = config.b1, config.b2
     n = state.count + 1
     mu = b1 * state.mu + (1.0 - b1) * grad
@@ -173,12 +245,11 @@ def step(
         if config.family == "amsgrad":
             nu_max = np.maximum(state.nu_max, nu / (1.0 - b2**n))
             mu_hat, second = mu / (1.0 - b1**n), nu_max
-        elif config.bias_correction:
-            mu_hat, second = mu / (1.0 - b1**n), nu / (1.0 - b2**n)
         else:
-            mu_hat, second = mu, nu
+            mu_hat = _first_moment(mu, grad, n, config)
+            second = nu / (1.0 - b2**n) if config.bias_correction else nu
         direction = divide(mu_hat, np.sqrt(second + config.eps_root) + config.eps)
-    grad_sign = np.sign(grad)
+    grad_sign = signs(grad)
     update = accelerate_step(
         direction,
         grad_sign,
@@ -190,10 +261,22 @@ def step(
     return direction, update, State(n, mu, nu, nu_max, update, grad_sign)
 
 
+def _first_moment(
+    mu: np.ndarray, grad: np.ndarray, n: int, config: Config
+) -> np.ndarray:
+    """Adam's `mhat_n`, or with `nesterov` NAdam's look-ahead (Dozat 2016)."""
+    b1 = config.b1
+    if not config.nesterov:
+        return mu / (1.0 - b1**n) if config.bias_correction else mu
+    if not config.bias_correction:
+        return b1 * mu + (1.0 - b1) * grad
+    return b1 * mu / (1.0 - b1 ** (n + 1)) + (1.0 - b1) * grad / (1.0 - b1**n)
+
+
 def run_directions(grads: np.ndarray, config: Config) -> History:
     """Runs the rule on a given gradient sequence (axis 0 is the step)."""
-    grads = np.asarray(grads, np.float64)
-    state = init(grads.shape[1:])
+    grads = as_array(grads)
+    state = init(grads.shape[1:], grads.dtype)
     directions = np.empty_like(grads)
     accelerated = np.empty_like(grads)
     for n in range(grads.shape[0]):
@@ -221,8 +304,8 @@ def run_trajectory(
     `updates_n = -lr_n * (u_n + weight_decay * mask * theta_n)`: the decoupled
     decay (AAdamW) sits outside `u_n`, so it is never accelerated.
     """
-    theta = np.asarray(params, np.float64)
-    state = init(theta.shape)
+    theta = as_array(params)
+    state = init(theta.shape, theta.dtype)
     history, updates = [], []
     decay = weight_decay * np.asarray(decay_mask, np.float64)
     for n in range(steps):

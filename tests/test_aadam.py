@@ -249,3 +249,82 @@ def test_low_precision_state_still_trains() -> None:
     full_loss, low_loss = train(aadam_optax.aadam(1e-2)), train(low)
     assert full_loss < 1e-8 * initial
     assert low_loss < 1e-7 * initial
+
+
+def _float32_memory_pairs(variant: str) -> dict[str, tuple[Any, Any]]:
+    """Each optimizer with a float32 `prev_update`, and the Optax transformation
+    whose direction `a_n` it accelerates (the same moments, bit for bit)."""
+    f32 = jnp.float32
+    return {
+        # bfloat16 moments: a_n in bfloat16, u_n in float32.
+        "aadam": (
+            aadam_optax.scale_by_aadam(B1, B2, variant=variant, prev_update_dtype=f32),
+            optax.scale_by_adam(B1, B2),
+        ),
+        # float32 moments (the moment dtype is mu's): a_n in float32.
+        "aadam_float32_mu": (
+            aadam_optax.scale_by_aadam(
+                B1, B2, mu_dtype=f32, variant=variant, prev_update_dtype=f32
+            ),
+            optax.scale_by_adam(B1, B2, mu_dtype=f32),
+        ),
+        "aadamax": (
+            aadam_optax.scale_by_aadamax(
+                B1, B2, variant=variant, prev_update_dtype=f32
+            ),
+            optax.scale_by_adamax(B1, B2),
+        ),
+        "aamsgrad": (
+            aadam_optax.scale_by_aamsgrad(
+                B1, B2, mu_dtype=f32, variant=variant, prev_update_dtype=f32
+            ),
+            optax.scale_by_amsgrad(B1, B2, mu_dtype=f32),
+        ),
+        "accelerate_adam": (
+            aadam_optax.accelerate(
+                optax.scale_by_adam(B1, B2, mu_dtype=f32),
+                B1,
+                variant=variant,
+                prev_update_dtype=f32,
+            ),
+            optax.scale_by_adam(B1, B2, mu_dtype=f32),
+        ),
+    }
+
+
+@pytest.mark.parametrize("variant", aadam_optax.VARIANTS)
+@pytest.mark.parametrize("name", list(_float32_memory_pairs("sign")))
+def test_float32_memory_of_bfloat16_params_keeps_float32_precision(
+    name: str, variant: str
+) -> None:
+    """bfloat16 params, `prev_update_dtype=float32`: u_n is computed and stored
+    in float32, never rounded to bfloat16 (the params' dtype) on the way.
+
+    u_1 = b1 a_1 is one float32 product, which bfloat16 cannot hold; after
+    that u_n is the reference's rule applied to the same directions a_n, to
+    float32 precision (bfloat16 would be off by ~4e-3).
+    """
+    ours, inner = _float32_memory_pairs(variant)[name]
+    rng = np.random.default_rng(12)
+    grads = rng.normal(size=(8, 6)) * 10.0 ** rng.uniform(-2, 1, size=6)
+    grads[4, :2] = 0.0
+    grads = np.asarray(jnp.asarray(grads, jnp.bfloat16), np.float64)
+    state = ours.init(jnp.zeros(6, jnp.bfloat16))
+    inner_state = inner.init(jnp.zeros(6, jnp.bfloat16))
+    memory, directions = [], []
+    # Eager, both: compiled, XLA may keep bfloat16 intermediates in float32
+    # (excess precision), and two compiled programs need not round alike.
+    for grad in jnp.asarray(grads, jnp.bfloat16):
+        _, state = ours.update(grad, state)
+        direction, inner_state = inner.update(grad, inner_state)
+        assert state.prev_update.dtype == jnp.float32
+        memory.append(np.asarray(state.prev_update))
+        directions.append(np.asarray(direction, np.float32))  # exact
+    memory_f32 = np.stack(memory)
+    first = np.float32(B1) * directions[0]
+    np.testing.assert_array_equal(memory_f32[0], first)
+    assert np.all(first.astype(jnp.bfloat16).astype(np.float32) != first)
+    expected = ref.accelerate_sequence(np.stack(directions), grads, B1, variant)
+    np.testing.assert_allclose(
+        memory_f32, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max()
+    )

@@ -324,3 +324,73 @@ def test_a_zero_gradient_clears_a_nan_memory() -> None:
     assert np.isnan(directions[1][0])  # Optax's 0 / 0, accelerated
     # Step 3: g = 1 after g = 0, so c_3 = 0 and u_3 = b1 a_3, with Adam's a_3.
     np.testing.assert_allclose(directions[2][0], 0.9 * adam[2][0], rtol=1e-6)
+
+
+SCALAR_LR, SCALAR_WD = 1e-3, 0.5
+SCALAR_GRADS = [0.5, -0.25, 0.0, 2.0, 2.0, -1.0]
+SCALAR_OPTIMIZERS: dict[str, tuple[Any, ref.Config, float]] = {
+    "aadam": (
+        lambda: aadam_optax.aadam(SCALAR_LR, B1, B2),
+        ref.Config("adam", B1, B2),
+        0.0,
+    ),
+    "aadamw": (
+        lambda: aadam_optax.aadamw(SCALAR_LR, B1, B2, weight_decay=SCALAR_WD),
+        ref.Config("adam", B1, B2),
+        SCALAR_WD,
+    ),
+    "aadamax": (
+        lambda: aadam_optax.aadamax(SCALAR_LR, B1, B2),
+        ref.Config("adamax", B1, B2),
+        0.0,
+    ),
+    "aamsgrad": (
+        lambda: aadam_optax.aamsgrad(SCALAR_LR, B1, B2),
+        ref.Config("amsgrad", B1, B2),
+        0.0,
+    ),
+    "accelerate_adam": (
+        lambda: optax.chain(
+            aadam_optax.accelerate(optax.scale_by_adam(B1, B2), B1),
+            optax.scale_by_learning_rate(SCALAR_LR),
+        ),
+        ref.Config("adam", B1, B2),
+        0.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SCALAR_OPTIMIZERS))
+def test_python_scalars_are_taken_as_arrays(name: str) -> None:
+    """A Python float param and gradients (`o.update(0.5, o.init(1.0))`, which
+    used to raise AttributeError) give, step by step, the updates of a 0-d
+    float32 array, and those are the reference's."""
+    make, config, weight_decay = SCALAR_OPTIMIZERS[name]
+    optimizer = make()
+    param = 1.0
+    scalar_state = optimizer.init(param)
+    array_state = optimizer.init(jnp.asarray(param, jnp.float32))
+    updates = []
+    for grad in SCALAR_GRADS:
+        update, scalar_state = optimizer.update(grad, scalar_state, param)
+        expected, array_state = optimizer.update(
+            jnp.asarray(grad, jnp.float32),
+            array_state,
+            jnp.asarray(param, jnp.float32),
+        )
+        assert update.shape == () and update.dtype == jnp.float32
+        np.testing.assert_array_equal(update, expected)
+        updates.append(float(update))
+    # The same state, in the same dtypes (a jitted step would not recompile).
+    for ours, theirs in zip(
+        jax.tree.leaves(scalar_state), jax.tree.leaves(array_state), strict=True
+    ):
+        assert ours.dtype == theirs.dtype
+        np.testing.assert_array_equal(ours, theirs)
+    history = ref.run_directions(np.array(SCALAR_GRADS), config)
+    np.testing.assert_allclose(
+        updates,
+        -SCALAR_LR * (history.accelerated + weight_decay * param),
+        rtol=2e-6,
+        atol=1e-6 * SCALAR_LR,  # float32 rounding, where a flip cancels terms
+    )

@@ -8,6 +8,10 @@ problems' losses. That joint run is exactly one independent run per problem,
 which is what the reference does. Compiling is most of the cost, so every
 configuration below (optimizer x variant x setting) runs in the body of one
 `lax.scan`, compiled once and shared by the parametrized tests.
+
+Two shorter sections follow, fed given gradient sequences rather than a loss:
+complex params (complex64 and complex128, each compiled once), and a zero
+coefficient `c_n` meeting an infinite or NaN memory `u_{n-1}`.
 """
 
 from __future__ import annotations
@@ -239,6 +243,38 @@ CASES: dict[str, Case] = {
         ),
         lambda v: ref.Config("adam", B1, B2, EPS, 0.0, v),
     ),
+    # NAdam's look-ahead (`optax.adam(..., nesterov=True)`), accelerated. The
+    # look-ahead's two bias corrections differ most on the first steps, where
+    # 1 - b1^n and 1 - b1^(n+1) are far apart.
+    "aadam_nesterov": Case(
+        lambda lr, v: aadam_optax.aadam(lr, B1, B2, EPS, nesterov=True, variant=v),
+        lambda v: ref.Config("adam", B1, B2, EPS, 0.0, v, nesterov=True),
+    ),
+    "aadamw_nesterov_masked": Case(
+        lambda lr, v: aadam_optax.aadamw(
+            lr, B1, B2, EPS, weight_decay=0.05, mask=MASK, nesterov=True, variant=v
+        ),
+        lambda v: ref.Config("adam", B1, B2, EPS, 0.0, v, nesterov=True),
+        weight_decay=0.05,
+        decay_mask=MASK,
+    ),
+    "aadam_nesterov_no_bias_correction": Case(
+        lambda lr, v: aadam_optax.aadam(
+            lr, B1, B2, EPS, nesterov=True, variant=v, bias_correction=False
+        ),
+        lambda v: ref.Config(
+            "adam", B1, B2, EPS, 0.0, v, bias_correction=False, nesterov=True
+        ),
+    ),
+    "accelerate_nadam": Case(
+        lambda lr, v: optax.chain(
+            aadam_optax.accelerate(
+                optax.scale_by_adam(B1, B2, EPS, nesterov=True), B1, variant=v
+            ),
+            optax.scale_by_learning_rate(lr),
+        ),
+        lambda v: ref.Config("adam", B1, B2, EPS, 0.0, v, nesterov=True),
+    ),
 }
 RUNS = [(case, variant) for case in CASES for variant in aadam_optax.VARIANTS]
 
@@ -419,3 +455,253 @@ def test_zero_over_zero_is_no_step(variant: str) -> None:
     # x = -0.5 and x = 0 have a zero gradient from the first step on.
     np.testing.assert_array_equal(updates[..., [1, 3]], 0.0)
     assert np.all(np.abs(updates[..., [0, 2]]).max(axis=0) > 0)
+
+
+# Complex params, against the reference's complex path: given gradient
+# sequences (the reference is element-wise, so no loss is needed), every
+# optimizer and variant in one compiled scan per dtype.
+COMPLEX_STEPS = 40
+COMPLEX_LR, COMPLEX_WD = 0.05, 0.3
+
+
+def complex_grads() -> np.ndarray:
+    """Gradients of mixed scale and random signs, parts exactly 0 here and there.
+
+    Column 4 is real (its imaginary part always 0), column 5 is 0 for the
+    first 10 steps (`0 / 0 := 0` where eps = 0), and about a fifth of the
+    other parts are 0, each part on its own steps.
+    """
+    rng = np.random.default_rng(1412)
+    shape = (COMPLEX_STEPS, 6)
+    scale = 10.0 ** rng.uniform(-3, 2, size=shape[1:])
+    real = rng.normal(size=shape) * scale
+    imag = rng.normal(size=shape) * scale
+    real[rng.random(shape) < 0.2] = 0.0
+    imag[rng.random(shape) < 0.2] = 0.0
+    imag[:, 4] = 0.0
+    real[:10, 5] = imag[:10, 5] = 0.0
+    return real + 1j * imag
+
+
+def complex_params() -> np.ndarray:
+    rng = np.random.default_rng(1805)
+    shape = (COMPLEX_STEPS, 6)
+    return rng.normal(size=shape) + 1j * rng.normal(size=shape)
+
+
+COMPLEX_CASES: dict[str, Case] = {
+    "aadam": CASES["aadam"],
+    "aadam_no_eps": CASES["aadam_no_eps"],
+    "aadam_nesterov": CASES["aadam_nesterov"],
+    "aadamw": Case(
+        lambda lr, v: aadam_optax.aadamw(
+            lr, B1, B2, EPS, weight_decay=COMPLEX_WD, variant=v
+        ),
+        lambda v: ref.Config("adam", B1, B2, EPS, 0.0, v),
+        weight_decay=COMPLEX_WD,
+    ),
+    "aadamax": CASES["aadamax"],
+    "aadamax_no_eps": Case(
+        lambda lr, v: aadam_optax.aadamax(lr, B1, B2, 0.0, variant=v),
+        lambda v: ref.Config("adamax", B1, B2, 0.0, 0.0, v),
+    ),
+    "aamsgrad": CASES["aamsgrad"],
+    "accelerate_adam": CASES["accelerate_adam"],
+}
+COMPLEX_RUNS = [(c, v) for c in COMPLEX_CASES for v in aadam_optax.VARIANTS]
+COMPLEX_DTYPES = {"complex64": jnp.complex64, "complex128": jnp.complex128}
+# complex128 is the float64 reference's precision; complex64 runs in float32,
+# from the same complex64 gradients (rounding, over 40 steps).
+COMPLEX_RTOL = {"complex64": 2e-6, "complex128": 1e-13}
+
+
+@functools.cache
+def complex_package_runs(dtype_name: str) -> dict[tuple[str, str], tuple[Any, Any]]:
+    """`(updates, final state)` of every configuration in `COMPLEX_RUNS`."""
+    dtype = COMPLEX_DTYPES[dtype_name]
+
+    def run(grads: jax.Array, params: jax.Array) -> list[Any]:
+        optimizers = [
+            COMPLEX_CASES[case].make(COMPLEX_LR, v) for case, v in COMPLEX_RUNS
+        ]
+
+        def body(states: list[Any], inputs: Any) -> tuple[list[Any], list[Any]]:
+            grad, theta = inputs
+            pairs = [
+                optimizer.update(grad, state, theta)
+                for optimizer, state in zip(optimizers, states, strict=True)
+            ]
+            return [s for _, s in pairs], [u for u, _ in pairs]
+
+        start = [optimizer.init(params[0]) for optimizer in optimizers]
+        states, updates = jax.lax.scan(body, start, (grads, params))
+        return list(zip(updates, states, strict=True))
+
+    with jax.enable_x64(True):
+        grads = jnp.asarray(complex_grads(), dtype)
+        params = jnp.asarray(complex_params(), dtype)
+        results = jax.tree.map(np.asarray, jax.jit(run)(grads, params))
+    return dict(zip(COMPLEX_RUNS, results, strict=True))
+
+
+def assert_close_by_component(
+    actual: Any, expected: np.ndarray, what: str, rtol: float
+) -> None:
+    """`rtol`, and an absolute slack of `rtol` times each component's largest
+    value over the run (the components' scales span five decades)."""
+    expected = np.asarray(expected)
+    actual = np.asarray(actual)
+    assert actual.shape == expected.shape, what
+    scale = np.max(np.abs(expected.reshape(-1, expected.shape[-1])), axis=0)
+    np.testing.assert_array_less(
+        np.abs(actual - expected), rtol * (np.abs(expected) + scale) + 1e-300, what
+    )
+
+
+@pytest.mark.parametrize("dtype_name", list(COMPLEX_DTYPES))
+@pytest.mark.parametrize(("case_name", "variant"), COMPLEX_RUNS)
+def test_complex_params_match_reference(
+    case_name: str, variant: str, dtype_name: str
+) -> None:
+    """Complex params: the updates, the moments and the memory are the
+    reference's, and each part keeps its own sign (packed `re + 3 * im`)."""
+    updates, state = complex_package_runs(dtype_name)[case_name, variant]
+    case, rtol = COMPLEX_CASES[case_name], COMPLEX_RTOL[dtype_name]
+    # The reference gets exactly the gradients the package got.
+    grads = np.asarray(complex_grads().astype(dtype_name), np.complex128)
+    params = np.asarray(complex_params().astype(dtype_name), np.complex128)
+    expected = ref.run_directions(grads, case.config(variant))
+    decay = case.weight_decay * params
+    assert updates.dtype == np.dtype(dtype_name)
+    assert np.all(np.isfinite(updates))
+    if case.config(variant).eps == 0:
+        # 0 / 0 := 0 in both parts: no step while the gradient has been 0.
+        np.testing.assert_array_equal(updates[:10, 5], 0.0)
+    assert_close_by_component(
+        updates, -COMPLEX_LR * (expected.accelerated + decay), "updates", rtol
+    )
+    fields = core_state(state)
+    for field in ("mu", "nu", "nu_max", "prev_update"):
+        if field not in fields:
+            continue
+        value = np.asarray(fields[field])
+        want = getattr(expected.state, field)
+        if not np.iscomplexobj(want):
+            # v (and its maximum) is real; Optax stores it in the params' dtype.
+            np.testing.assert_array_equal(np.imag(value), 0.0, field)
+            value = np.real(value)
+        assert_close_by_component(value[None], want[None], field, rtol)
+    np.testing.assert_array_equal(
+        fields["prev_grad_sign"], ref.packed_signs(expected.state.prev_grad_sign)
+    )
+    assert fields["prev_grad_sign"].dtype == np.int8
+
+
+# A zero coefficient c_n contributes exactly 0, even against an infinite or NaN
+# memory u_{n-1} (docs/algorithms.md, edge cases). One column per component,
+# one row per step.
+# aadam with b2 = 0, eps = 0: a zero gradient leaves v = 0 under m != 0, so
+# a_n = u_n = inf; the next nonzero gradient follows a zero one, so c_n = 0
+# for "sign_change" and "magnitude", and u_n is finite again.
+INFINITE_MEMORY_GRADS = np.array(
+    [
+        [1.0, -2.0, 0.5],
+        [0.0, 0.0, -0.5],
+        [1.0, 0.0, 0.5],
+        [1.0, 3.0, 0.5],
+        [-1.0, 3.0, -0.5],
+        [1.0, -1.0, 0.5],
+    ]
+)
+# accelerate(optax.scale_by_adam(eps=0, eps_root=0)): Optax's direction is
+# 0 / 0 = NaN while a component's gradients have all been 0, and so is u_n;
+# a later zero gradient (c_n = 0 for every variant) clears that memory.
+NAN_MEMORY_GRADS = np.array(
+    [
+        [0.0, 0.0, 2.0],
+        [0.0, 1.0, -2.0],
+        [1.0, 0.0, 2.0],
+        [0.0, -1.0, 2.0],
+        [1.0, 1.0, -2.0],
+        [1.0, 0.0, 2.0],
+    ]
+)
+
+
+@functools.cache
+def non_finite_memory_runs() -> dict[tuple[str, str], np.ndarray]:
+    """The package's directions `u_n` for both sequences, every variant."""
+    transforms = {
+        (name, v): make(v)
+        for v in aadam_optax.VARIANTS
+        for name, make in (
+            ("infinite", lambda v: aadam_optax.scale_by_aadam(B1, 0.0, 0.0, variant=v)),
+            (
+                "nan",
+                lambda v: aadam_optax.accelerate(
+                    optax.scale_by_adam(B1, B2, 0.0, 0.0), B1, variant=v
+                ),
+            ),
+        )
+    }
+
+    def run(infinite: jax.Array, nan: jax.Array) -> list[jax.Array]:
+        grads = {"infinite": infinite, "nan": nan}
+
+        def directions(key: tuple[str, str]) -> jax.Array:
+            transform = transforms[key]
+
+            def body(state: Any, grad: jax.Array) -> tuple[Any, jax.Array]:
+                update, state = transform.update(grad, state)
+                return state, update
+
+            start = transform.init(grads[key[0]][0])
+            return jax.lax.scan(body, start, grads[key[0]])[1]
+
+        return [directions(key) for key in transforms]
+
+    with jax.enable_x64(True):
+        results = jax.jit(run)(
+            jnp.asarray(INFINITE_MEMORY_GRADS), jnp.asarray(NAN_MEMORY_GRADS)
+        )
+    return {key: np.asarray(r) for key, r in zip(transforms, results, strict=True)}
+
+
+@pytest.mark.parametrize("variant", aadam_optax.VARIANTS)
+def test_zero_coefficient_meets_infinite_memory(variant: str) -> None:
+    """AAdam's own inf (b2 = 0, eps = 0, gradients 1, 0, 1): the reference's
+    rule, inf where it is inf, finite where it is finite, never NaN."""
+    actual = non_finite_memory_runs()["infinite", variant]
+    config = ref.Config("adam", B1, 0.0, 0.0, 0.0, variant)
+    expected = ref.run_directions(INFINITE_MEMORY_GRADS, config).accelerated
+    assert np.all(np.isinf(expected[1, :2]))  # the memory overflowed
+    assert not np.any(np.isnan(expected))
+    if variant != "sign":  # c_n = 0 right after the zero gradients
+        assert np.isfinite(expected[2, 0]) and np.isfinite(expected[3, 1])
+    np.testing.assert_array_equal(np.isfinite(actual), np.isfinite(expected))
+    np.testing.assert_allclose(actual, expected, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("variant", aadam_optax.VARIANTS)
+def test_zero_coefficient_meets_nan_memory(variant: str) -> None:
+    """Optax's 0 / 0 = NaN, accelerated: u_n is the reference's rule applied to
+    Optax's directions; a zero gradient takes none of the NaN memory."""
+    actual = non_finite_memory_runs()["nan", variant]
+    inner = optax.scale_by_adam(B1, B2, 0.0, 0.0)
+
+    def body(state: Any, grad: jax.Array) -> tuple[Any, jax.Array]:
+        direction, state = inner.update(grad, state)
+        return state, direction
+
+    with jax.enable_x64(True):
+        grads = jnp.asarray(NAN_MEMORY_GRADS)
+        _, directions = jax.lax.scan(body, inner.init(grads[0]), grads)
+    expected = ref.accelerate_sequence(
+        np.asarray(directions), NAN_MEMORY_GRADS, B1, variant
+    )
+    assert np.all(np.isnan(expected[:2, 0]))  # the memory is NaN
+    # Step 4: a zero gradient meets the NaN memory (and, for "sign", the NaN
+    # carried through step 3); the direction is finite again.
+    assert np.all(np.isfinite(expected[3:, 0]))
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_allclose(actual, expected, rtol=1e-13, atol=0)
