@@ -12,21 +12,35 @@ Protocol, per workload:
    and ADOPT share one grid, Lion's is a decade lower), under a linear
    warm-up then cosine decay, for the workload's fixed step budget.
 2. Tuning: seed 0 at every grid point; the point with the lowest final
-   validation metric is the optimizer's chosen rate.
+   validation metric (on a tie, the lowest rate) is the optimizer's chosen
+   rate. It sets the paired regions, the larger model's sweep and the size
+   comparison, and marks the runs whose curves are stored (`chosen`).
 3. Target, fixed before any scored run: the lowest final validation metric of
    any Adam-family tuning run, plus `TARGET_MARGIN` times the workload's tie
    (its resolution: one validation example, or 0.01 bits per byte). A run
    reaches it when its validation metric, recorded every `eval_every` steps,
    first falls to it or below.
-4. Scored seeds 1, 2, 3 (not used for tuning) at every grid point: the runs at
-   the chosen rate give time to target; all of them give the learning-rate
-   tolerance, the width of the range where the median final metric is within
-   `TOLERANCE` ties of its best. Both rules are recorded in the run JSON.
+4. Scored seeds 1, 2, 3 (not used for tuning) at every grid point. All of
+   them give the learning-rate tolerance: the width of the range where the
+   median final metric is within `TOLERANCE` ties of its best.
+5. Time to target, computed by the report from the stored runs: the median
+   steps over the scored seeds at the rate picked by the metric it reports
+   (AlgoPerf's principle), the grid point where seed 0 reached the target in
+   the fewest steps (ties: the lower final metric, then the lower rate). The
+   report shows the same at the tuning choice of step 2 beside it, as a
+   sensitivity check (`workloads_analysis.RATE_SELECTION`).
+
+The rules (grids, warm-up, target family and margin, tolerance, sweep, rate
+selection: `workloads_analysis.code_rules`) are written into the run JSON
+when a run starts; the report notes any rule it applies that a stored record
+lacks or states differently. The stored study's record predates the
+rate-selection entry: that rule was adopted after its results were seen.
 
 The larger model (`bytes_lm_1m`) runs a shorter plan: AAdamW, AdamW and the
-relative with the best time-to-target profile on the full-grid workloads,
-tuned on the `SWEEP` grid points centred on each one's chosen rate for the
-small model, then scored seeds at the chosen rate only.
+relative with the largest steps-to-target profile area on the full-grid
+workloads (under the primary rate rule of step 5), tuned on the `SWEEP` grid
+points centred on each one's chosen rate for the small model, then scored
+seeds at the chosen rate only.
 
 Runs of different optimizers are interleaved, so machine noise falls on all
 alike. Results go to `--out` (default `benchmarks/results`): `workloads.csv`
@@ -34,8 +48,10 @@ alike. Results go to `--out` (default `benchmarks/results`): `workloads.csv`
 runs at the chosen rates), `workloads_run.json` (settings, machine, wall time
 and provenance of each invocation), `workloads.md` and PNG plots. Each
 workload's results are stored as it finishes; `--workloads W --merge` runs
-only W and keeps the others, so the study runs in parts; `--report-only`
-rewrites the report and plots from the stored files.
+only W and keeps the others, so the study runs in parts (it refuses stored
+results whose settings or rules differ from the code's, such as a record
+without the rate-selection rule); `--report-only` rewrites the report and
+plots from the stored files.
 """
 
 from __future__ import annotations
@@ -57,15 +73,16 @@ from flax import nnx
 from harness import environment, provenance, records, workloads_report
 from harness import workloads_analysis as analysis
 from harness.models import count_params
-from harness.optimizers import ADAM_FAMILY, GRID_POINTS, OPTIMIZERS, WARMUP_FRACTION
+from harness.optimizers import ADAM_FAMILY, GRID_POINTS, OPTIMIZERS
 from harness.runner import make_train, steps_to_target
 from harness.workload import Workload
 from harness.workloads import WORKLOADS
 
-# Written down before the runs; recorded in workloads_run.json.
-TARGET_MARGIN = 5  # ties above the best Adam-family final metric
-TOLERANCE = 10  # ties above an optimizer's best median final metric
-SWEEP = 5  # grid points tuned on the larger model
+# The rules, recorded in workloads_run.json when a run starts
+# (`analysis.code_rules`).
+TARGET_MARGIN = analysis.TARGET_MARGIN
+TOLERANCE = analysis.TOLERANCE
+SWEEP = analysis.SWEEP
 LARGE_PAIR = ("aadamw", "adamw")
 
 
@@ -310,7 +327,7 @@ def _parser() -> argparse.ArgumentParser:
         "--merge",
         action="store_true",
         help="keep the results of other workloads already in --out (they must "
-        "come from a run with the same points, seeds and optimizers)",
+        "come from a run with the same points, seeds, optimizers and rules)",
     )
     parser.add_argument(
         "--optimizers", nargs="+", choices=list(OPTIMIZERS), default=None
@@ -447,16 +464,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
                 "points": args.points,
                 "seeds": list(range(1, args.seeds + 1)),
                 "optimizers": args.optimizers,
-                "rules": {
-                    "grids": {
-                        name: list(OPTIMIZERS[name].rates) for name in args.optimizers
-                    },
-                    "warmup_fraction": WARMUP_FRACTION,
-                    "target_family": [n for n in ADAM_FAMILY if n in args.optimizers],
-                    "target_margin_ties": TARGET_MARGIN,
-                    "tolerance_ties": TOLERANCE,
-                    "sweep_points": SWEEP,
-                },
+                "rules": analysis.code_rules(args.optimizers),
                 "workloads": [],
             }
         )

@@ -135,6 +135,19 @@ def test_report_has_its_sections_rules_and_plots(out_dir):
     meta = json.loads((out_dir / "workloads_run.json").read_text())
     assert meta["rules"]["target_margin_ties"] == 5
     assert meta["rules"]["tolerance_ties"] == 10
+    # The rate selection is recorded when the run starts, the primary named.
+    selection = meta["rules"]["rate_selection"]
+    assert selection["time_to_target"] == "fewest_steps"
+    assert selection["time_to_target_sensitivity"] == "lowest_final"
+    # Both rules' profiles, with the bootstrap's seed and resamples.
+    for words in (
+        "`fewest_steps` (primary): area [95 % bootstrap]",
+        "`lowest_final` (sensitivity): area [95 % bootstrap]",
+        "2000 resamples from NumPy's `default_rng(0)`",
+    ):
+        assert words in text
+    # The record holds every rule the code applies: no note.
+    assert "rules differ from the code's" not in text
     assert meta["points"] == POINTS and meta["seeds"] == list(SEEDS)
     assert sorted(meta["files"]) == sorted(p.name for p in out_dir.iterdir())
     for name in ("profile", "curves", "tolerance"):
@@ -195,6 +208,45 @@ def test_time_to_target_reads_the_rate_seed_0_reached_fastest(out_dir, rows):
         reached = sum(r["reached"] == "1" for r in scored)
         rate = float(key["learning_rate"])
         assert cell == f"{shown} ({reached}/{len(scored)}, lr {rate:.3g})"
+
+
+def test_time_to_target_under_the_sensitivity_rule_reads_the_tuning_choice(
+    out_dir, rows
+):
+    # The second mnist_logreg row of Time to target: the scored seeds at the
+    # point seed 0 chose by final metric (`chosen`).
+    text = (out_dir / "workloads.md").read_text().split("## Time to target")[1]
+    lines = [x for x in text.splitlines() if x.startswith("| mnist_logreg | ")]
+    cells = [c.strip() for c in lines[1].strip("|").split("|")][1:]
+    for o, cell in zip(OPTIMIZERS, cells, strict=True):
+        (tune,) = runs(rows, "mnist_logreg", optimizer=o, phase="tune", chosen=1)
+        scored = runs(
+            rows, "mnist_logreg", optimizer=o, phase="score", point=tune["point"]
+        )
+        steps = [
+            int(r["steps_to_target"]) if r["reached"] == "1" else math.inf
+            for r in scored
+        ]
+        median = float(np.median(steps))
+        shown = "not reached" if math.isinf(median) else f"{median:g}"
+        reached = sum(r["reached"] == "1" for r in scored)
+        rate = float(tune["learning_rate"])
+        assert cell == f"{shown} ({reached}/{len(scored)}, lr {rate:.3g})"
+
+
+def test_a_record_without_a_rule_the_code_applies_gets_a_loud_note(out_dir, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(out_dir, old)
+    meta = json.loads((old / "workloads_run.json").read_text())
+    del meta["rules"]["rate_selection"]
+    meta["rules"]["tolerance_ties"] = 7
+    (old / "workloads_run.json").write_text(json.dumps(meta))
+    run_script(SCRIPT, "--report-only", "--out", str(old))
+    text = (old / "workloads.md").read_text()
+    assert "> **⚠ The stored record's rules differ from the code's.**" in text
+    assert "> - `rate_selection`: the record lacks it; the code applies" in text
+    assert "> - `tolerance_ties`: the record states `7`; the code applies `10`" in text
+    assert "The stored runs recorded no rate-selection rule;" in text
 
 
 def test_report_only_rewrites_the_same_report(out_dir):

@@ -194,3 +194,240 @@ def test_the_larger_model_sweeps_five_points_around_each_chosen_rate():
     }
     with pytest.raises(SystemExit, match="run --workloads bytes_lm first"):
         workloads.plan_optimizers(plan, ["aadamw", "adamw", "lion"], 9, [])
+
+
+def test_time_to_target_under_the_lowest_final_rule_reads_the_tuning_choice():
+    rows = [
+        timing_row("tune", 0, 0, 50, 0.30),  # lowest final: the tuning choice
+        timing_row("tune", 0, 1, 40, 0.50),  # fewest steps
+    ]
+    rows[0]["chosen"] = 1
+    for point, steps in {0: (60, 80), 1: (10, 20)}.items():
+        rows += [
+            timing_row("score", s, point, n, 0.5)
+            for s, n in zip((1, 2), steps, strict=True)
+        ]
+    assert analysis.rate_point(rows, "w", "a", analysis.LOWEST_FINAL) == 0
+    assert analysis.rate_point(rows, "w", "a", analysis.FEWEST_STEPS) == 1
+    assert analysis.steps_to_target(rows, "w", "a", analysis.LOWEST_FINAL) == 70
+    assert analysis.steps_to_target(rows, "w", "a") == 15  # the primary rule
+    with pytest.raises(ValueError, match="rate-selection"):
+        analysis.rate_point(rows, "w", "a", "best_guess")
+
+
+def test_the_rules_name_both_rate_selections_and_the_primary():
+    rules = analysis.code_rules(["adam", "lion"])
+    assert rules["grids"] == {"adam": [1e-4, 1e-1], "lion": [1e-5, 1e-2]}
+    assert rules["target_family"] == ["adam"]
+    assert (rules["target_margin_ties"], rules["tolerance_ties"]) == (5, 10)
+    selection = rules["rate_selection"]
+    assert selection["time_to_target"] == "fewest_steps"  # the primary
+    assert selection["time_to_target_sensitivity"] == "lowest_final"
+    assert selection["tuning"] == "lowest_final"
+    assert set(selection["rules"]) == {"fewest_steps", "lowest_final"}
+
+
+def test_rule_differences_list_what_the_record_lacks_or_states_otherwise():
+    code = {"tolerance_ties": 10, "rate_selection": {"time_to_target": "x"}}
+    assert analysis.rule_differences(code, dict(code)) == []
+    # A record without the rate selection, another tolerance and an old rule.
+    record = {"tolerance_ties": 5, "retired": 1}
+    assert analysis.rule_differences(code, record) == [
+        ("tolerance_ties", 5, 10),
+        ("rate_selection", None, {"time_to_target": "x"}),
+        ("retired", 1, None),
+    ]
+
+
+# Per-seed times on three workloads with ratios 1 (fastest), 10 (beyond
+# TAU_MAX = 4: counts nowhere) and inf: an optimizer's profile area is then
+# the fraction of workloads where it is fastest, exactly.
+HAND = {
+    "a": {"x": 10.0, "y": 100.0, "z": 10.0},
+    "b": {"x": 100.0, "y": 10.0, "z": math.inf},
+    "c": {"x": 10.0, "y": math.inf, "z": 100.0},
+}
+
+
+def test_profile_areas_of_the_hand_table():
+    areas = analysis.profile_areas(HAND)
+    # a fastest on x and z; b on y; c on x (level with a).
+    assert areas == pytest.approx({"a": 2 / 3, "b": 1 / 3, "c": 1 / 3})
+
+
+def test_leave_one_out_areas_by_hand():
+    loo = analysis.leave_one_out(HAND)
+    assert list(loo) == ["x", "y", "z"]
+    # Without x: a fastest on z, b on y, c nowhere (of two workloads).
+    assert loo["x"] == pytest.approx({"a": 1 / 2, "b": 1 / 2, "c": 0.0})
+    # Without y: a on x and z, b nowhere, c on x.
+    assert loo["y"] == pytest.approx({"a": 1.0, "b": 0.0, "c": 1 / 2})
+    # Without z: a on x, b on y, c on x.
+    assert loo["z"] == pytest.approx({"a": 1 / 2, "b": 1 / 2, "c": 1 / 2})
+    # a ahead of b (2/3 > 1/3) and of c: level with b without x and without
+    # z, with c without z; b and c are level on all three, so no order.
+    changes = analysis.order_changes(analysis.profile_areas(HAND), loo)
+    assert changes == [
+        ("a", "b", "x", False),
+        ("a", "b", "z", False),
+        ("a", "c", "z", False),
+    ]
+    # Reversed, not level, where the one behind comes strictly ahead.
+    assert analysis.order_changes(
+        {"a": 0.6, "b": 0.4}, {"w": {"a": 0.1, "b": 0.2}}
+    ) == [("a", "b", "w", True)]
+
+
+def test_a_workload_no_one_reaches_caps_every_area():
+    table = {o: {**t, "never": math.inf} for o, t in HAND.items()}
+    assert analysis.reached_workloads(table) == ["x", "y", "z"]
+    # Three of four workloads reachable: every area three quarters of HAND's.
+    areas = analysis.profile_areas(table)
+    assert areas == pytest.approx({"a": 2 / 4, "b": 1 / 4, "c": 1 / 4})
+    assert max(areas.values()) <= 3 / 4
+
+
+def per_seed(table, seeds=3):
+    return {o: {w: [v] * seeds for w, v in t.items()} for o, t in table.items()}
+
+
+def test_bootstrap_collapses_to_the_point_where_every_seed_is_equal():
+    samples = analysis.bootstrap_areas(per_seed(HAND), resamples=50, seed=1)
+    point = analysis.profile_areas(HAND)
+    for o, s in samples.items():
+        assert analysis.percentile_interval(s) == pytest.approx((point[o], point[o]))
+    profile = analysis.profile(per_seed(HAND), resamples=50)
+    assert profile.low == pytest.approx(point) and profile.high == pytest.approx(point)
+    assert profile.ranks == {"a": (1, 1), "b": (2, 3), "c": (2, 3)}
+
+
+def test_bootstrap_resamples_the_same_seeds_for_every_optimizer():
+    # On one workload, a beats b on every seed but not across seeds (a's
+    # seed 3 is slower than b's seed 1): an unpaired draw could put b first.
+    table = {"a": {"w": [10.0, 30.0, 50.0]}, "b": {"w": [20.0, 40.0, 60.0]}}
+    samples = analysis.bootstrap_areas(table, resamples=200, seed=0)
+    assert np.all(samples["a"] == 1.0)
+    # a's and b's values rise together, so both medians sit at the same seed:
+    # b's ratio to a is 20/10, 40/30 or 60/50, never one across seeds.
+    ratios = (20 / 10, 40 / 30, 60 / 50)
+    areas = [analysis.profile_areas({"a": {"w": 1.0}, "b": {"w": r}}) for r in ratios]
+    assert set(np.round(samples["b"], 9)) <= {round(a["b"], 9) for a in areas}
+    again = analysis.bootstrap_areas(table, resamples=200, seed=0)
+    np.testing.assert_array_equal(samples["b"], again["b"])  # a fixed seed
+
+
+def test_bootstrap_interval_contains_the_point_estimate():
+    table = {
+        "a": {"x": [10.0, 12.0, 30.0], "y": [20.0, 22.0, 24.0]},
+        "b": {"x": [11.0, 13.0, 14.0], "y": [19.0, 30.0, math.inf]},
+    }
+    profile = analysis.profile(table, resamples=500, seed=3)
+    for o in table:
+        assert profile.low[o] <= profile.areas[o] <= profile.high[o]
+    with pytest.raises(ValueError, match="same seeds"):
+        analysis.bootstrap_areas({"a": {"x": [1.0]}, "b": {"x": [1.0, 2.0]}})
+
+
+def test_rank_ranges_count_overlapping_intervals_as_tied():
+    low = {"a": 0.6, "b": 0.5, "c": 0.1}
+    high = {"a": 0.9, "b": 0.7, "c": 0.3}
+    # a and b overlap (ranks 1-2); c lies wholly below both (rank 3).
+    assert analysis.rank_ranges(low, high) == {"a": (1, 2), "b": (1, 2), "c": (3, 3)}
+
+
+def test_separated_pairs_are_those_whose_paired_difference_excludes_zero():
+    samples = {
+        "a": np.array([0.9, 0.8, 0.7, 0.9]),
+        "b": np.array([0.5, 0.6, 0.5, 0.4]),  # below a in every resample
+        "c": np.array([0.8, 0.9, 0.4, 0.3]),  # crosses both
+    }
+    profile = analysis.Profile(
+        times={},
+        areas={"a": 0.8, "b": 0.5, "c": 0.6},
+        samples=samples,
+        low={},
+        high={},
+        loo={},
+    )
+    ((ahead, behind, d, low, high),) = profile.separated()
+    assert (ahead, behind) == ("a", "b") and d == pytest.approx(0.3)
+    assert (low, high) == analysis.percentile_interval(samples["a"] - samples["b"])
+    assert low > 0
+    # Where the resamples put the one with the smaller point area ahead, it
+    # is listed first, with the difference and its interval negated.
+    flipped = analysis.Profile(
+        times={},
+        areas={"a": 0.5, "b": 0.8},
+        samples={"a": samples["a"], "b": samples["b"]},
+        low={},
+        high={},
+        loo={},
+    )
+    ((ahead, behind, d, low2, high2),) = flipped.separated()
+    assert (ahead, behind, d) == ("a", "b", pytest.approx(-0.3))
+    assert (low2, high2) == pytest.approx((low, high))
+
+
+def test_seed_widths_flag_a_width_that_reaches_the_grids_end():
+    # Seed 1's best is the top point and its neighbour is within: open.
+    # Seed 2's best is in the middle, alone: width 0, closed.
+    rows = [
+        row("a", s, p, f)
+        for s, finals in ((1, (0.9, 0.5, 0.45)), (2, (0.9, 0.4, 0.9)))
+        for p, f in enumerate(finals)
+    ]
+    assert analysis.seed_widths(rows, "w", "a", 0.1, 0.5) == [(0.5, True), (0.0, False)]
+
+
+def test_a_censored_width_pair_is_left_out_and_bounds_the_difference():
+    pairs = [
+        analysis.WidthPair("x", 1, 0.75, False, 1.125, False),  # -0.375
+        analysis.WidthPair("x", 2, 0.75, False, 1.5, True),  # second censored
+        analysis.WidthPair("y", 1, 0.375, False, 0.0, False),  # +0.375
+        analysis.WidthPair("y", 2, 0.375, False, 0.375, False),  # 0
+        analysis.WidthPair("z", 1, 1.125, True, 1.125, True),  # both censored
+    ]
+    assert [p.censored for p in pairs] == [False, True, False, False, True]
+    # The second's width may be wider: first minus second is at most -0.75.
+    assert pairs[1].bounds == (-math.inf, -0.75)
+    assert pairs[4].bounds == (-math.inf, math.inf)
+    assert analysis.WidthPair("x", 3, 1.5, True, 0.75, False).bounds == (0.75, math.inf)
+    # Left out: x seed 2 and all of z (no uncensored pair: no group).
+    assert analysis.uncensored(pairs) == {"x": [-0.375], "y": [0.375, 0.0]}
+    # The one-sided pair at its bound: (-0.375 - 0.75 + 0.375 + 0) / 4, and
+    # the true mean is at most that.
+    assert analysis.bounded_mean(pairs) == (pytest.approx(-0.1875), "≤", 4)
+    mixed = [*pairs, analysis.WidthPair("y", 3, 1.5, True, 0.75, False)]
+    assert analysis.bounded_mean(mixed) is None  # bounds on both sides
+
+
+def test_the_workload_bootstrap_collapses_and_contains_its_mean():
+    same = {"x": [0.25, 0.25], "y": [0.25, 0.25, 0.25]}
+    assert analysis.cluster_bootstrap(same, resamples=100) == pytest.approx(
+        (0.25, 0.25, 0.25)
+    )
+    groups = {"x": [-0.375, 0.0], "y": [0.375, 0.0, -0.375], "z": [0.0]}
+    mean, low, high = analysis.cluster_bootstrap(groups, resamples=500, seed=2)
+    assert mean == pytest.approx(-0.375 / 6)  # pooled over the six values
+    assert low <= mean <= high
+    # Every resample's mean is a mean of the values: within their range.
+    assert -0.375 <= low and high <= 0.375
+
+
+def test_report_commands_are_relative_to_the_repository(tmp_path):
+    from harness import workloads_report
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    command = "python benchmarks/workloads.py --out {} --merge"
+    inside = command.format(tmp_path / "benchmarks" / "results")
+    assert workloads_report.relative_command(inside, tmp_path) == command.format(
+        "benchmarks/results"
+    )
+    # Recorded in another checkout: from the last parts naming a folder here.
+    other = command.format("/elsewhere/repo/benchmarks/results")
+    assert workloads_report.relative_command(other, tmp_path) == command.format(
+        "benchmarks/results"
+    )
+    # Outside any repository: as recorded.
+    outside = command.format("/scratch/run7")
+    assert workloads_report.relative_command(outside, tmp_path) == outside

@@ -1,28 +1,89 @@
 """The numbers of the workloads report, computed from the stored runs.
 
 Pure functions of `workloads.csv` rows and `workloads_run.json`: time to
-target, learning-rate tolerance, paired differences with confidence
-intervals. The report (`workloads_report.py`) only formats them.
+target under either rate-selection rule; performance-profile areas with a
+bootstrap interval over seeds and a leave-one-workload-out range;
+learning-rate tolerance, with widths that reach an end of the grid kept apart
+as censored; paired differences with confidence intervals. The study's rules
+(`code_rules`) live here too, so that a run records them when it starts and
+the report can compare them with a stored record. The report
+(`workloads_report.py`) only formats these numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from harness import records, scoring
-from harness.optimizers import OPTIMIZERS
+from harness.optimizers import ADAM_FAMILY, OPTIMIZERS, WARMUP_FRACTION
 
 Row = dict[str, Any]
+Table = dict[str, dict[str, float]]
 # Metrics are float32 and thresholds float64: a value exactly `k` ties above
 # another may round a hair above the threshold. This slack (a millionth of the
 # threshold's margin) counts it within, as `scoring.by_threshold` does.
 SLACK = 1e-6
 TAUS = np.linspace(1.0, scoring.TAU_MAX, 301)
+
+# The study's rules, written into workloads_run.json when a run starts.
+TARGET_MARGIN = 5  # ties above the best Adam-family final metric
+TOLERANCE = 10  # ties above an optimizer's best median final metric
+SWEEP = 5  # grid points tuned on the larger model
+# How a rate is picked from seed 0's tuning runs. Time to target picks its
+# rate by the metric it reports (AlgoPerf's principle: select by the metric
+# you report); the tuning choice, by final metric, is its sensitivity check.
+FEWEST_STEPS, LOWEST_FINAL = "fewest_steps", "lowest_final"
+RATE_RULES = {
+    FEWEST_STEPS: "the grid point where seed 0 reached the target in the fewest "
+    "steps; ties (never reaching too) go to the lower final metric, then the "
+    "lower rate",
+    LOWEST_FINAL: "the grid point with seed 0's lowest final validation metric; "
+    "ties go to the lowest rate",
+}
+RATE_SELECTION = {
+    "tuning": LOWEST_FINAL,
+    "time_to_target": FEWEST_STEPS,
+    "time_to_target_sensitivity": LOWEST_FINAL,
+    "rules": RATE_RULES,
+}
+# The report's bootstraps: resamples, and the seed of their generator.
+RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def code_rules(optimizers: Sequence[str]) -> dict[str, Any]:
+    """The rules the code applies to a study of `optimizers`, as the run JSON
+    stores them (JSON types: lists, not tuples)."""
+    rules = {
+        "grids": {name: list(OPTIMIZERS[name].rates) for name in optimizers},
+        "warmup_fraction": WARMUP_FRACTION,
+        "target_family": [n for n in ADAM_FAMILY if n in optimizers],
+        "target_margin_ties": TARGET_MARGIN,
+        "tolerance_ties": TOLERANCE,
+        "sweep_points": SWEEP,
+        "rate_selection": RATE_SELECTION,
+    }
+    return json.loads(json.dumps(rules))
+
+
+def rule_differences(
+    code: Mapping[str, Any], record: Mapping[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """(rule, recorded, applied) for each rule the record and the code state
+    differently; None on the side that lacks the rule."""
+    differences = []
+    for key in [*code, *(k for k in record if k not in code)]:
+        recorded, applied = record.get(key), code.get(key)
+        if json.dumps(recorded, sort_keys=True) != json.dumps(applied, sort_keys=True):
+            differences.append((key, recorded, applied))
+    return differences
 
 
 def capped(row: Row) -> float:
@@ -67,22 +128,35 @@ def fastest_point(rows: Sequence[Row], workload: str, optimizer: str) -> int:
     return int(min(tune, key=lambda r: (_steps(r), capped(r), r["point"]))["point"])
 
 
-def timed(rows: Sequence[Row], workload: str, optimizer: str) -> list[Row]:
+def rate_point(rows: Sequence[Row], workload: str, optimizer: str, rule: str) -> int:
+    """The grid point a rate-selection rule (`RATE_RULES`) picks from seed 0."""
+    if rule == FEWEST_STEPS:
+        return fastest_point(rows, workload, optimizer)
+    if rule == LOWEST_FINAL:
+        return chosen_point(rows, workload, optimizer)
+    raise ValueError(f"unknown rate-selection rule {rule!r}")
+
+
+def timed(
+    rows: Sequence[Row], workload: str, optimizer: str, rule: str = FEWEST_STEPS
+) -> list[Row]:
     """The scored seeds' runs that time to target reports, in seed order.
 
-    On a full grid, those at `fastest_point`; where the scored seeds ran at one
-    rate only (a sweep, chosen by final metric), those.
+    On a full grid, those at `rule`'s point (`rate_point`); where the scored
+    seeds ran at one rate only (a sweep, chosen by final metric), those.
     """
     found = select(rows, workload=workload, optimizer=optimizer, phase="score")
     if len({r["point"] for r in found}) > 1:
-        point = fastest_point(rows, workload, optimizer)
+        point = rate_point(rows, workload, optimizer, rule)
         found = [r for r in found if r["point"] == point]
     return sorted(found, key=lambda r: r["seed"])
 
 
-def steps_to_target(rows: Sequence[Row], workload: str, optimizer: str) -> float:
+def steps_to_target(
+    rows: Sequence[Row], workload: str, optimizer: str, rule: str = FEWEST_STEPS
+) -> float:
     """Median over the `timed` seeds; inf where the median seed did not reach."""
-    return scoring.median([_steps(r) for r in timed(rows, workload, optimizer)])
+    return scoring.median([_steps(r) for r in timed(rows, workload, optimizer, rule)])
 
 
 def seconds_per_step(rows: Sequence[Row], workload: str, optimizer: str) -> float:
@@ -97,27 +171,220 @@ def seconds_per_step(rows: Sequence[Row], workload: str, optimizer: str) -> floa
     )
 
 
-def times(
+def seed_times(
     rows: Sequence[Row],
     workloads: Sequence[str],
     optimizers: Sequence[str],
     seconds: bool,
-) -> dict[str, dict[str, float]]:
-    """`times[optimizer][workload]`: median steps (or seconds) to target."""
+    rule: str = FEWEST_STEPS,
+) -> dict[str, dict[str, list[float]]]:
+    """`[optimizer][workload]`: per scored seed (in seed order), steps (or
+    seconds) to target at `rule`'s rate; inf where the seed never reached."""
     return {
         o: {
-            w: steps_to_target(rows, w, o)
-            * (seconds_per_step(rows, w, o) if seconds else 1.0)
+            w: [
+                _steps(r) * (seconds_per_step(rows, w, o) if seconds else 1.0)
+                for r in timed(rows, w, o, rule)
+            ]
             for w in workloads
         }
         for o in optimizers
     }
 
 
-def profile_areas(table: dict[str, dict[str, float]]) -> dict[str, float]:
+def medians(table: Mapping[str, Mapping[str, Sequence[float]]]) -> Table:
+    """Per optimizer and workload, the median over seeds (keeping inf)."""
+    return {o: {w: scoring.median(v) for w, v in t.items()} for o, t in table.items()}
+
+
+def times(
+    rows: Sequence[Row],
+    workloads: Sequence[str],
+    optimizers: Sequence[str],
+    seconds: bool,
+    rule: str = FEWEST_STEPS,
+) -> Table:
+    """`times[optimizer][workload]`: median steps (or seconds) to target."""
+    return medians(seed_times(rows, workloads, optimizers, seconds, rule))
+
+
+def profile_areas(table: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """Performance-profile area per optimizer (1 = fastest everywhere)."""
     profiles = scoring.performance_profile(table, TAUS)
     return {o: scoring.profile_area(p, TAUS) for o, p in profiles.items()}
+
+
+def reached_workloads(table: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """The workloads where some optimizer's time is finite, in table order.
+
+    A workload that no one reaches adds nothing to any profile area: over `n`
+    workloads of which `k` are reached, every area is at most `k / n`.
+    """
+    first = next(iter(table.values()))
+    return [w for w in first if any(math.isfinite(t[w]) for t in table.values())]
+
+
+def bootstrap_areas(
+    table: Mapping[str, Mapping[str, Sequence[float]]],
+    resamples: int = RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, np.ndarray]:
+    """Profile areas of `resamples` bootstrap resamples of the scored seeds.
+
+    `table[optimizer][workload]` lists per-seed times, in the same seed order
+    for every optimizer. Each resample draws, per workload, as many seeds as it
+    has, with replacement, and the same draw for every optimizer (the seeds
+    share initialisations and batches); an optimizer's time is the median over
+    the drawn seeds. Each optimizer's rate stays as seed 0 picked it: seed 0 is
+    not resampled.
+    """
+    optimizers = list(table)
+    workloads = list(table[optimizers[0]])
+    counts = {w: {len(table[o][w]) for o in optimizers} for w in workloads}
+    if any(len(c) != 1 for c in counts.values()):
+        raise ValueError("every optimizer needs the same seeds on a workload")
+    rng = np.random.default_rng(seed)
+    areas = {o: np.empty(resamples) for o in optimizers}
+    for k in range(resamples):
+        picks = {w: rng.integers(0, n, n) for w, (n,) in counts.items()}
+        drawn = {
+            o: {w: scoring.median([t[w][i] for i in picks[w]]) for w in workloads}
+            for o, t in table.items()
+        }
+        for o, area in profile_areas(drawn).items():
+            areas[o][k] = area
+    return areas
+
+
+def percentile_interval(
+    samples: Sequence[float] | np.ndarray, level: float = 0.95
+) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap samples."""
+    tail = 50 * (1 - level)
+    low, high = np.percentile(np.asarray(samples, np.float64), [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def leave_one_out(table: Mapping[str, Mapping[str, float]]) -> Table:
+    """`[left-out workload][optimizer]`: profile areas over the other
+    workloads; empty where there are fewer than two workloads."""
+    workloads = list(next(iter(table.values())))
+    if len(workloads) < 2:
+        return {}
+    return {
+        out: profile_areas(
+            {o: {w: t[w] for w in workloads if w != out} for o, t in table.items()}
+        )
+        for out in workloads
+    }
+
+
+def rank_ranges(
+    low: Mapping[str, float], high: Mapping[str, float]
+) -> dict[str, tuple[int, int]]:
+    """(best, worst) rank (1 = largest area) of each optimizer where any two
+    whose intervals overlap count as tied: it ranks below every optimizer
+    whose interval lies wholly above its own, above every one whose interval
+    lies wholly below, and anywhere between."""
+    names = list(low)
+    return {
+        o: (
+            1 + sum(low[j] > high[o] for j in names),
+            len(names) - sum(high[j] < low[o] for j in names),
+        )
+        for o in names
+    }
+
+
+def order_changes(
+    areas: Mapping[str, float], subsets: Mapping[str, Mapping[str, float]]
+) -> list[tuple[str, str, str, bool]]:
+    """(ahead, behind, subset, reversed) for each pair that `areas` orders
+    strictly and a subset's areas do not: reversed where `behind` comes
+    strictly ahead in the subset, False where the two are level there."""
+    changes = []
+    names = sorted(areas, key=lambda o: -areas[o])
+    for i, ahead in enumerate(names):
+        for behind in names[i + 1 :]:
+            if areas[ahead] <= areas[behind]:
+                continue
+            for name, sub in subsets.items():
+                if sub[ahead] <= sub[behind]:
+                    changes.append((ahead, behind, name, sub[ahead] < sub[behind]))
+    return changes
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Profile areas of one time (steps or seconds, one rate rule) with their
+    uncertainty: a bootstrap interval over seeds and the leave-one-out areas."""
+
+    times: Table
+    areas: dict[str, float]
+    samples: dict[str, np.ndarray]
+    low: dict[str, float]
+    high: dict[str, float]
+    loo: Table
+
+    @property
+    def workloads(self) -> list[str]:
+        return list(next(iter(self.times.values())))
+
+    @property
+    def reached(self) -> list[str]:
+        return reached_workloads(self.times)
+
+    @property
+    def ranks(self) -> dict[str, tuple[int, int]]:
+        return rank_ranges(self.low, self.high)
+
+    def loo_range(self, optimizer: str) -> tuple[float, float]:
+        """Min and max of the leave-one-out areas (nan without subsets)."""
+        values = [areas[optimizer] for areas in self.loo.values()] or [math.nan]
+        return min(values), max(values)
+
+    @property
+    def order(self) -> list[str]:
+        """Optimizers by area, largest first (ties in their given order)."""
+        return sorted(self.areas, key=lambda o: -self.areas[o])
+
+    def difference(self, first: str, second: str) -> tuple[float, float, float]:
+        """(first's area minus second's, and the percentile interval of that
+        difference over the same resamples: the bootstrap paired by seed)."""
+        low, high = percentile_interval(self.samples[first] - self.samples[second])
+        return self.areas[first] - self.areas[second], low, high
+
+    def separated(self) -> list[tuple[str, str, float, float, float]]:
+        """(ahead, behind, difference, low, high) for each pair whose paired
+        interval of the difference excludes zero, ahead first."""
+        found = []
+        for i, a in enumerate(self.order):
+            for b in self.order[i + 1 :]:
+                d, low, high = self.difference(a, b)
+                if low > 0:
+                    found.append((a, b, d, low, high))
+                elif high < 0:  # the one with the smaller area is ahead
+                    found.append((b, a, -d, -high, -low))
+        return found
+
+
+def profile(
+    table: Mapping[str, Mapping[str, Sequence[float]]],
+    resamples: int = RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Profile:
+    """`Profile` of per-seed times `table[optimizer][workload]`."""
+    point = medians(table)
+    samples = bootstrap_areas(table, resamples, seed)
+    bounds = {o: percentile_interval(a) for o, a in samples.items()}
+    return Profile(
+        times=point,
+        areas=profile_areas(point),
+        samples=samples,
+        low={o: b[0] for o, b in bounds.items()},
+        high={o: b[1] for o, b in bounds.items()},
+        loo=leave_one_out(point),
+    )
 
 
 def strongest_relative(rows: Sequence[Row], optimizers: Sequence[str]) -> str:
@@ -166,15 +433,97 @@ def tolerance_width(
 
 def seed_widths(
     rows: Sequence[Row], workload: str, optimizer: str, tolerance: float, spacing: float
-) -> list[float]:
-    """Per scored seed, the tolerance width of that seed's own final metrics."""
+) -> list[tuple[float, bool]]:
+    """Per scored seed, the (width, open) `tolerance_width` of that seed's own
+    final metrics."""
     found = select(rows, workload=workload, optimizer=optimizer, phase="score")
     widths = []
     for seed in sorted({r["seed"] for r in found}):
         mine = sorted((r for r in found if r["seed"] == seed), key=lambda r: r["point"])
         finals = np.array([capped(r) for r in mine])
-        widths.append(tolerance_width(finals, tolerance, spacing)[0])
+        widths.append(tolerance_width(finals, tolerance, spacing))
     return widths
+
+
+@dataclasses.dataclass(frozen=True)
+class WidthPair:
+    """Two optimizers' tolerance widths on one (workload, seed); an open width
+    reaches an end of the grid, so it is a lower bound (censored)."""
+
+    workload: str
+    seed: int
+    first: float
+    first_open: bool
+    second: float
+    second_open: bool
+
+    @property
+    def censored(self) -> bool:
+        return self.first_open or self.second_open
+
+    @property
+    def difference(self) -> float:
+        """First minus second as measured (exact only where not censored)."""
+        return self.first - self.second
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """What the pair says of the true first minus second: a censored
+        first may be wider (no upper bound), a censored second too (no lower)."""
+        return (
+            -math.inf if self.second_open else self.difference,
+            math.inf if self.first_open else self.difference,
+        )
+
+
+def uncensored(pairs: Sequence[WidthPair]) -> dict[str, list[float]]:
+    """Per workload (in order), the differences of its uncensored pairs;
+    workloads whose pairs are all censored are left out."""
+    groups: dict[str, list[float]] = {}
+    for p in pairs:
+        if not p.censored:
+            groups.setdefault(p.workload, []).append(p.difference)
+    return groups
+
+
+def bounded_mean(pairs: Sequence[WidthPair]) -> tuple[float, str, int] | None:
+    """What the pairs censored on one side only add: (mean, "≤" or "≥", n),
+    the mean over the `n` pairs not censored on both sides with each one-sided
+    pair at its bound, and which side of the true mean it lies on. None where
+    no pair is censored on one side only, or they bound it both ways."""
+    kept = [p for p in pairs if not (p.first_open and p.second_open)]
+    one_sided = {p.first_open for p in kept if p.censored}
+    if len(one_sided) != 1:
+        return None
+    # A censored first may be wider: the true difference is at least the
+    # measured one; a censored second, at most.
+    side = "≥" if one_sided.pop() else "≤"
+    return float(np.mean([p.difference for p in kept])), side, len(kept)
+
+
+def cluster_bootstrap(
+    groups: Mapping[str, Sequence[float]],
+    resamples: int = RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(mean, low, high): the mean over all values and its two-stage
+    bootstrap percentile interval, the group (workload) as the unit.
+
+    Each resample draws as many groups as there are, with replacement, then,
+    within each drawn group, as many of its values as it has, with
+    replacement; its statistic is the mean of everything drawn.
+    """
+    values = [np.asarray(v, np.float64) for v in groups.values()]
+    point = float(np.concatenate(values).mean())
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for k in range(resamples):
+        chosen = [values[i] for i in rng.integers(0, len(values), len(values))]
+        means[k] = np.concatenate(
+            [g[rng.integers(0, len(g), len(g))] for g in chosen]
+        ).mean()
+    return (point, *percentile_interval(means, level))
 
 
 def interval(
@@ -257,16 +606,28 @@ class Results:
         low, high = next(iter(self.rules["grids"].values()))
         return math.log10(high / low) / (self.meta["points"] - 1)
 
-    def seed_width_differences(self, pair: tuple[str, str]) -> list[float]:
-        """First minus second tolerance width, per (full-grid workload, seed)."""
-        differences = []
+    def width_pairs(self, pair: tuple[str, str]) -> list[WidthPair]:
+        """Per (full-grid workload, scored seed), the pair's tolerance widths."""
+        pairs = []
         for w in self.full_grid:
             a, b = (
                 seed_widths(self.runs, w, o, self.tolerance(w), self.spacing)
                 for o in pair
             )
-            differences += [x - y for x, y in zip(a, b, strict=True)]
-        return differences
+            seeds = sorted(
+                {r["seed"] for r in select(self.runs, workload=w, phase="score")}
+            )
+            pairs += [
+                WidthPair(w, s, *x, *y) for s, x, y in zip(seeds, a, b, strict=True)
+            ]
+        return pairs
+
+    def profile(self, rule: str, seconds: bool = False) -> Profile:
+        """Steps (or seconds) to target on the full-grid workloads under a
+        rate-selection rule, with its bootstrap and leave-one-out areas."""
+        optimizers = self.meta["optimizers"]
+        table = seed_times(self.runs, self.full_grid, optimizers, seconds, rule)
+        return profile(table)
 
     def width(self, workload: str, optimizer: str) -> tuple[float, bool]:
         """Tolerance width in decades, and whether it reaches a grid end."""

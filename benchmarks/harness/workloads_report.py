@@ -8,6 +8,7 @@ output directory, so the report can be rewritten without re-running
 
 from __future__ import annotations
 
+import json
 import math
 import pathlib
 from typing import Any
@@ -19,12 +20,16 @@ from harness import workloads_analysis as analysis
 from harness.optimizers import OPTIMIZERS, PAIRS
 
 REGIONS = ("below", "at", "above")
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PRIMARY, SENSITIVITY = analysis.FEWEST_STEPS, analysis.LOWEST_FINAL
+RULES = (PRIMARY, SENSITIVITY)
 
 
 def write(out: pathlib.Path) -> None:
     results = analysis.Results(out)
-    lines = _header(results) + _summary(results) + _method(results)
-    lines += _time_table(results) + _tolerance_table(results)
+    profiles = {rule: results.profile(rule) for rule in RULES}
+    lines = _header(results) + _summary(results, profiles) + _method(results)
+    lines += _time_table(results, profiles) + _tolerance_table(results)
     lines += _paired_table(results) + _size_table(results)
     markdown.write(out / "workloads.md", lines)
     plot_tolerance(out / "workloads_tolerance.png", results)
@@ -32,11 +37,83 @@ def write(out: pathlib.Path) -> None:
     plot_curves(out / "workloads_curves.png", results)
 
 
-def _summary(results: analysis.Results) -> list[str]:
-    lines = ["## Summary", ""]
+def _summary(
+    results: analysis.Results, profiles: dict[str, analysis.Profile]
+) -> list[str]:
+    lines = ["## Summary", "", *_profile_summary(profiles)]
     for pair in _pairs(results):
         lines += [_width_summary(results, pair), _paired_summary(results, pair)]
     return lines + _size_summary(results) + [""]
+
+
+def _areas_text(p: analysis.Profile) -> str:
+    return ", ".join(
+        f"`{o}` {p.areas[o]:.3f} [{p.low[o]:.3f}, {p.high[o]:.3f}] "
+        f"({_range(*p.loo_range(o))})"
+        for o in p.order
+    )
+
+
+def _profile_summary(profiles: dict[str, analysis.Profile]) -> list[str]:
+    primary = profiles[PRIMARY]
+    n = len(primary.workloads)
+    lines = [
+        f"- Time to target, steps-to-target profile areas over the {n} full-grid "
+        "workload(s), area [95 % bootstrap over seeds] (leave-one-workload-out "
+        f"range). Primary rule (`{PRIMARY}`): {_areas_text(primary)}. "
+        f"Sensitivity (`{SENSITIVITY}`): {_areas_text(profiles[SENSITIVITY])}.",
+        f"- {_stable_text(profiles)}",
+    ]
+    for rule, p in profiles.items():
+        missed = [w for w in p.workloads if w not in p.reached]
+        if missed:
+            lines.append(
+                f"- Under `{rule}`, {', '.join(missed)}: reached by no optimizer's "
+                f"median, so every area is at most {len(p.reached)}/{n} = "
+                f"{len(p.reached) / n:.2f}; over the {len(p.reached)} workloads "
+                f"some median reaches, each area is {n}/{len(p.reached)} of the "
+                "one above (the same order)."
+            )
+    return lines
+
+
+def stable_orders(profiles: dict[str, analysis.Profile]) -> list[tuple[str, str]]:
+    """(ahead, behind) pairs whose order holds under every rule: the paired
+    bootstrap interval of the area difference excludes 0, and no
+    leave-one-workload-out subset reverses or levels them."""
+    held: set[tuple[str, str]] | None = None
+    for p in profiles.values():
+        changed = {(a, b) for a, b, _, _ in analysis.order_changes(p.areas, p.loo)}
+        kept = {(a, b) for a, b, *_ in p.separated() if (a, b) not in changed}
+        held = kept if held is None else held & kept
+    order = next(iter(profiles.values())).order
+    return sorted(held or (), key=lambda ab: (order.index(ab[1]), order.index(ab[0])))
+
+
+def _stable_text(profiles: dict[str, analysis.Profile]) -> str:
+    names = next(iter(profiles.values())).order
+    ahead_of: dict[str, list[str]] = {}
+    for a, b in stable_orders(profiles):
+        ahead_of.setdefault(b, []).append(a)
+    parts = [
+        (
+            "every other optimizer"
+            if len(aheads) == len(names) - 1
+            else ", ".join(f"`{a}`" for a in aheads)
+        )
+        + f" ahead of `{behind}`"
+        for behind, aheads in ahead_of.items()
+    ]
+    return (
+        "Orders that hold under both rate rules (the paired bootstrap interval "
+        "of the area difference excludes 0 under each, and no leave-one-workload-"
+        f"out subset reverses or levels the pair): {'; '.join(parts) or 'none'}. "
+        "Every other order depends on the rule, the seeds or the workloads."
+    )
+
+
+def _range(low: float, high: float) -> str:
+    return f"{low:.3f}–{high:.3f}" if math.isfinite(low) else "-"
 
 
 def _size_summary(results: analysis.Results) -> list[str]:
@@ -71,14 +148,62 @@ def _width_summary(results: analysis.Results, pair: tuple[str, str]) -> str:
         else:
             counts["wider" if a > b else "narrower"] += 1
     listed = ", ".join(f"{n} on {k}" for n, k in counts.items())
-    differences = results.seed_width_differences(pair)
-    mean, low, high = analysis.interval(differences)
     return (
         f"- Tolerance width of `{pair[0]}` against `{pair[1]}`, from the median "
         f"over seeds, per workload: {listed} (undecided: the narrower range "
-        "reaches an end of the grid). Per seed, paired, over "
-        f"{len(differences)} (workload, seed) pairs: "
-        f"{mean:+.2f} decades [{low:+.2f}, {high:+.2f}]."
+        f"reaches an end of the grid). Per seed, paired: {_pooled_text(results, pair)}"
+    )
+
+
+def _pooled_text(results: analysis.Results, pair: tuple[str, str]) -> str:
+    pairs = results.width_pairs(pair)
+    groups = analysis.uncensored(pairs)
+    used = [d for g in groups.values() for d in g]
+    if not used:
+        return "every (workload, seed) pair has a censored width."
+    mean, low, high = analysis.interval(used)
+    _, b_low, b_high = analysis.cluster_bootstrap(groups)
+    means = [float(np.mean(g)) for g in groups.values()]
+    w_mean, w_low, w_high = analysis.interval(means)
+    text = (
+        f"over the {len(used)} (workload, seed) pairs with no censored width "
+        f"({len(pairs) - len(used)} left out: {_censored_text(pairs)}), "
+        f"{mean:+.2f} decades; 95 % t interval, pairs as independent, "
+        f"[{low:+.2f}, {high:+.2f}]; workload as the unit ({len(groups)} "
+        f"workloads), bootstrap [{b_low:+.2f}, {b_high:+.2f}] and t over the "
+        f"workload means {w_mean:+.2f} [{w_low:+.2f}, {w_high:+.2f}]."
+    )
+    bound = analysis.bounded_mean(pairs)
+    if bound is not None:
+        value, side, n = bound
+        text += (
+            f" With the one-sided pairs at their bounds, the mean over the {n} "
+            f"pairs not censored on both sides is {side} {value:+.2f}."
+        )
+    return text
+
+
+def _censored_text(pairs: list[analysis.WidthPair]) -> str:
+    """The censored pairs by workload, with what each says of the difference."""
+    said: dict[tuple[str, str], list[str]] = {}
+    for p in pairs:
+        if not p.censored:
+            continue
+        low, high = p.bounds
+        bound = (
+            "both censored, unbounded"
+            if math.isinf(low) and math.isinf(high)
+            else f"≤ {high:+.2f}"
+            if math.isinf(low)
+            else f"≥ {low:+.2f}"
+        )
+        said.setdefault((p.workload, bound), []).append(str(p.seed))
+    return (
+        "; ".join(
+            f"{w} seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}: {bound}"
+            for (w, bound), seeds in said.items()
+        )
+        or "none"
     )
 
 
@@ -115,14 +240,89 @@ def _header(results: analysis.Results) -> list[str]:
         "",
         "Generated by `benchmarks/workloads.py`; every number below was measured "
         f"by the {len(invocations)} invocation(s) listed here, each of which "
-        "stored its workloads as they finished.",
+        "stored its workloads as they finished (commands relative to the "
+        "repository).",
         "",
+        *_rules_note(results),
     ]
     for invocation in invocations:
         parts = ", ".join(f"{w} {s:.0f} s" for w, s in invocation["seconds"].items())
-        lines += markdown.run_lines(invocation, _SHARED)
+        shown = {**invocation, "command": relative_command(invocation["command"])}
+        lines += markdown.run_lines(shown, _SHARED)
         lines += [f"- Workloads and their wall times: {parts}.", ""]
     return lines
+
+
+def relative_command(command: str, root: pathlib.Path = ROOT) -> str:
+    """`command` with each absolute path inside the repository written
+    relative to it: under `root`, or, for a path recorded in another
+    checkout, from its last parts that name a folder under `root`."""
+    words = command.split(" ")
+    for i, word in enumerate(words):
+        path = pathlib.PurePosixPath(word)
+        if not path.is_absolute():
+            continue
+        if path.is_relative_to(root):
+            words[i] = str(path.relative_to(root)) or "."
+            continue
+        for start in range(1, len(path.parts)):
+            tail = pathlib.PurePosixPath(*path.parts[start:])
+            if (root / tail).is_dir():
+                words[i] = str(tail)
+                break
+    return " ".join(words)
+
+
+def _rules_note(results: analysis.Results) -> list[str]:
+    """A loud note for each rule the code applies that the record lacks or
+    states differently (`analysis.rule_differences`); nothing where they agree."""
+    code = analysis.code_rules(results.meta["optimizers"])
+    differences = analysis.rule_differences(code, results.rules)
+    if not differences:
+        return []
+    lines = [
+        "> **⚠ The stored record's rules differ from the code's.** "
+        "`workloads_run.json` holds the rules written when its runs started. "
+        "This report uses a rule from the record where the record states it, "
+        "and the code's where the record lacks it. Differences:",
+        ">",
+    ]
+    for key, recorded, applied in differences:
+        if recorded is None:
+            said = f"the record lacks it; the code applies {_rule_text(applied)}"
+        elif applied is None:
+            said = (
+                f"the record states {_rule_text(recorded)}; the code has no such rule"
+            )
+        else:
+            said = (
+                f"the record states {_rule_text(recorded)}; the code applies "
+                f"{_rule_text(applied)}"
+            )
+        lines.append(f"> - `{key}`: {said}.")
+    if _history(results):
+        lines += [">", f"> {_history(results)}"]
+    return [*lines, ""]
+
+
+def _rule_text(value: Any) -> str:
+    if isinstance(value, dict) and "rules" in value:
+        return (
+            f"tuning by `{value['tuning']}`, time to target by "
+            f"`{value['time_to_target']}` (primary) with "
+            f"`{value['time_to_target_sensitivity']}` as its sensitivity check"
+        )
+    return f"`{json.dumps(value)}`"
+
+
+_RATE_HISTORY = (
+    "The stored runs recorded no rate-selection rule; the tuning choice by "
+    "final metric is the one the runs themselves applied (the stored `chosen` "
+    "column). Time to target's "
+    f"`{PRIMARY}` rule was adopted after the results had been seen (commit "
+    "6849b87); before it, time to target was read at the tuning choice "
+    f"(`{SENSITIVITY}`), this report's sensitivity check."
+)
 
 
 _SHARED = (
@@ -163,20 +363,16 @@ def _method(results: analysis.Results) -> list[str]:
         "in Optax; `harness/optimizers.py`). Every other hyperparameter is the "
         "library's default.",
         _RELATIVES,
-        "- **Tuning** on seed 0: the grid point with the lowest final validation "
-        "metric is each optimizer's chosen rate (on a tie, the lowest tied rate); "
-        "it sets the paired regions, the larger model's sweep and the size "
-        "comparison. Time to target selects by the metric it reports: the grid "
-        "point where seed 0 reached the target in the fewest steps (ties, never "
-        "reaching too, go to the lower final metric, then the lower rate).",
+        *_rate_lines(results),
         f"- **Target**, fixed before any scored run: the best final metric of any "
         f"{', '.join(f'`{o}`' for o in rules['target_family'])} tuning run "
         "(of those that ran on the workload) plus "
         f"{rules['target_margin_ties']} ties (the tie is the metric's resolution: "
         "one validation example, or 0.01 bits per byte). Steps to target: the first "
         "recorded step at or below it (resolution: `eval every`); the median over "
-        f"the scored seeds {seeds} at that rate counts (on the larger model, which "
-        "scored one rate only, at the chosen rate), a seed that never reaches it "
+        f"the scored seeds {seeds} at the rate the rate-selection rule picks "
+        "counts (on the larger model, which scored one rate only, at the chosen "
+        "rate), a seed that never reaches it "
         "counting as infinitely slow. Seconds to target: median steps "
         "times the fastest of the optimizer's runs per step. The target is strict "
         "by design (near the best final quality any seed-0 run reached), so on a "
@@ -186,16 +382,73 @@ def _method(results: analysis.Results) -> list[str]:
         f"around the best whose median final metric is within "
         f"{rules['tolerance_ties']} ties of the best median (≥ where the span "
         "reaches an end of the grid). A run's final metric is capped at its "
-        "untrained value, so a diverged run counts as having learnt nothing.",
+        "untrained value, so a diverged run counts as having learnt nothing. "
+        "Per seed, a width that reaches an end of the grid is a lower bound "
+        "(censored): a (workload, seed) pair with one is left out of the pooled "
+        "paired difference, and what it bounds is listed. The seeds of one "
+        "workload share its data and model, so besides the t interval that "
+        "treats the pairs as independent, the workload is the unit: a "
+        "two-stage bootstrap (workloads, then seeds within each) and a t "
+        "interval over the workload means.",
         _PAIRED,
         f"- **Larger model**: AAdamW, AdamW and the relative with the largest "
-        f"steps-to-target profile area on the full-grid workloads, tuned on the "
+        f"steps-to-target profile area on the full-grid workloads (`{PRIMARY}`; "
+        f"{_relatives_text(results)}), tuned on the "
         f"{rules['sweep_points']} grid points centred on each one's chosen rate "
         "for the small model (shifted inward where that rate is near an end of "
         "the grid), then the scored seeds at the chosen rate.",
         "",
     ]
     return lines + _workload_table(meta)
+
+
+def _orders_text(results: analysis.Results) -> str:
+    """Each rate rule's order by steps-to-target profile area."""
+    optimizers = results.meta["optimizers"]
+    parts = []
+    for rule in RULES:
+        table = analysis.times(results.runs, results.full_grid, optimizers, False, rule)
+        areas = analysis.profile_areas(table)
+        ranked = sorted(areas, key=lambda o: -areas[o])
+        parts.append(
+            f"under `{rule}`, " + ", ".join(f"`{o}` {areas[o]:.3f}" for o in ranked)
+        )
+    return "By steps-to-target profile area: " + "; ".join(parts) + "."
+
+
+def _history(results: analysis.Results) -> str:
+    """What the record lacks of the rate selection, and what it changes."""
+    if "rate_selection" in results.rules:
+        return ""
+    return f"{_RATE_HISTORY} {_orders_text(results)}"
+
+
+def _rate_lines(results: analysis.Results) -> list[str]:
+    rules = analysis.RATE_RULES
+    history = " " + _history(results) if _history(results) else ""
+    return [
+        f"- **Tuning** on seed 0 (`{SENSITIVITY}`): {rules[SENSITIVITY]}; this "
+        "chosen rate sets the paired regions, the larger model's sweep and the "
+        "size comparison.",
+        "- **Rate selection for time to target**: by the metric it reports, as "
+        f"AlgoPerf selects (select by the metric you report): `{PRIMARY}`, "
+        f"{rules[PRIMARY]}. This is the primary rule; the tuning choice "
+        f"(`{SENSITIVITY}`) is shown beside it as a sensitivity check.{history}",
+        "- **Uncertainty of the profile areas**: a bootstrap over the scored "
+        f"seeds, {analysis.RESAMPLES} resamples from NumPy's "
+        f"`default_rng({analysis.BOOTSTRAP_SEED})`. Each resample draws, per "
+        "workload, as many seeds as it has, with replacement, the same draw for "
+        "every optimizer (they share initialisations and batches); times are "
+        "the medians over the drawn seeds; the 95 % interval runs from the 2.5th "
+        "to the 97.5th percentile of the areas. Each rate stays as seed 0 "
+        "picked it (seed 0 is not resampled), and three seeds allow only 10 "
+        "distinct draws per workload: the intervals show seed noise at fixed "
+        "rates, a lower bound on the uncertainty. Leave one out: the areas over "
+        "each subset without one workload, min–max. Rank: the ranks an "
+        "optimizer can take when any two whose intervals overlap count as tied. "
+        "Paired: the interval of the difference of two optimizers' areas over "
+        "the same resamples.",
+    ]
 
 
 def _workload_table(meta: dict[str, Any]) -> list[str]:
@@ -217,50 +470,174 @@ def _workload_table(meta: dict[str, Any]) -> list[str]:
     return _table(header.split("|"), rows)
 
 
-def _steps_cell(rows: list[dict[str, Any]], w: str, o: str) -> str:
-    runs = analysis.timed(rows, w, o)
-    steps = analysis.steps_to_target(rows, w, o)
+def _relatives_text(results: analysis.Results) -> str:
+    """Which relative each rule's steps profile puts first."""
+    relatives = [o for o in results.meta["optimizers"] if OPTIMIZERS[o].relative]
+    if not relatives or not results.full_grid:
+        return "no relative ran"
+    best = {}
+    for rule in RULES:
+        table = analysis.times(
+            results.runs, results.full_grid, results.meta["optimizers"], False, rule
+        )
+        areas = analysis.profile_areas(table)
+        best[rule] = max(relatives, key=lambda o: areas[o])
+    if len(set(best.values())) == 1:
+        return f"`{best[PRIMARY]}` under either rate rule"
+    return "; ".join(f"`{o}` under `{rule}`" for rule, o in best.items())
+
+
+def _steps_cell(rows: list[dict[str, Any]], w: str, o: str, rule: str) -> str:
+    runs = analysis.timed(rows, w, o, rule)
+    steps = analysis.steps_to_target(rows, w, o, rule)
     reached = sum(int(r["reached"]) for r in runs)
     shown = "not reached" if math.isinf(steps) else f"{steps:g}"
     return f"{shown} ({reached}/{len(runs)}, lr {runs[0]['learning_rate']:.3g})"
 
 
-def _time_table(results: analysis.Results) -> list[str]:
+_RULE_CAPTIONS = {
+    PRIMARY: "at the rate where seed 0 was fastest to it (`fewest_steps`, the "
+    "primary rule)",
+    SENSITIVITY: "at the tuning choice, seed 0's lowest final metric "
+    "(`lowest_final`, the sensitivity check)",
+}
+
+
+def _time_table(
+    results: analysis.Results, profiles: dict[str, analysis.Profile]
+) -> list[str]:
     rows = results.runs
-    lines = [
-        "## Time to target",
-        "",
-        "Median steps to target over the scored seeds at the rate where seed 0 "
-        "was fastest to it (seeds that reached it / seeds; that peak rate).",
-        "",
-    ]
+    lines = ["## Time to target", ""]
     full = results.full_grid
-    groups = [full] + [[w] for w in results.workloads if w not in full]
-    for workloads in groups:
-        optimizers = results.optimizers(workloads[0])
-        body = [[w] + [_steps_cell(rows, w, o) for o in optimizers] for w in workloads]
+    for rule in RULES:
+        lines += [
+            f"Median steps to target over the scored seeds {_RULE_CAPTIONS[rule]} "
+            "(seeds that reached it / seeds; that peak rate).",
+            "",
+        ]
+        optimizers = results.optimizers(full[0]) if full else []
+        body = [[w] + [_steps_cell(rows, w, o, rule) for o in optimizers] for w in full]
         lines += _table(["workload"] + [f"`{o}`" for o in optimizers], body)
-        if workloads is full:
-            lines += _profile_lines(rows, workloads, optimizers)
+    if full:
+        lines += _profile_lines(results, profiles)
+    for w in results.workloads:
+        if w in full:
+            continue
+        optimizers = results.optimizers(w)
+        lines += [
+            f"{w}, scored at the chosen rate only:",
+            "",
+            *_table(
+                ["workload"] + [f"`{o}`" for o in optimizers],
+                [[w] + [_steps_cell(rows, w, o, PRIMARY) for o in optimizers]],
+            ),
+        ]
     return lines
 
 
+def _area_cell(p: analysis.Profile, o: str) -> str:
+    return f"{p.areas[o]:.3f} [{p.low[o]:.3f}, {p.high[o]:.3f}]"
+
+
+def _rank_cell(p: analysis.Profile, o: str) -> str:
+    best, worst = p.ranks[o]
+    return f"{best}" if best == worst else f"{best}–{worst}"
+
+
 def _profile_lines(
-    rows: list, workloads: list[str], optimizers: list[str]
+    results: analysis.Results, profiles: dict[str, analysis.Profile]
 ) -> list[str]:
-    steps = analysis.profile_areas(analysis.times(rows, workloads, optimizers, False))
-    seconds = analysis.profile_areas(analysis.times(rows, workloads, optimizers, True))
+    seconds = {rule: results.profile(rule, seconds=True) for rule in RULES}
+    primary = profiles[PRIMARY]
+    header = ["optimizer"]
+    for rule in RULES:
+        role = "primary" if rule == PRIMARY else "sensitivity"
+        header += [
+            f"`{rule}` ({role}): area [95 % bootstrap]",
+            "leave one out",
+            "rank",
+        ]
     body = [
-        [f"`{o}`", f"{steps[o]:.3f}", f"{seconds[o]:.3f}"]
-        for o in sorted(optimizers, key=lambda o: -steps[o])
+        [f"`{o}`"]
+        + [
+            cell
+            for p in profiles.values()
+            for cell in (_area_cell(p, o), _range(*p.loo_range(o)), _rank_cell(p, o))
+        ]
+        for o in primary.order
+    ]
+    seconds_body = [
+        [f"`{o}`"] + [_area_cell(p, o) for p in seconds.values()]
+        for o in seconds[PRIMARY].order
     ]
     return [
-        "Performance-profile areas (AlgoPerf: the fraction of workloads within "
-        f"tau x the fastest, tau in [1, {scoring.TAU_MAX:g}], area normalised; 1 = "
-        "fastest everywhere):",
+        "Performance-profile areas of steps to target (AlgoPerf: the fraction of "
+        f"workloads within tau x the fastest, tau in [1, {scoring.TAU_MAX:g}], "
+        f"area normalised; 1 = fastest everywhere), over the {len(primary.workloads)} "
+        "full-grid workload(s), under both rate-selection rules; the bootstrap, "
+        "leave-one-out and rank as in the Method:",
         "",
-        *_table(["optimizer", "steps to target", "seconds to target"], body),
+        *_table(header, body),
+        *_reach_lines(profiles),
+        *_loo_lines(profiles),
+        *_separated_lines(profiles),
+        "Seconds to target (median steps times the fastest run's seconds per "
+        "step), areas [95 % bootstrap]:",
+        "",
+        *_table(
+            ["optimizer", *(f"`{rule}`" for rule in RULES)],
+            seconds_body,
+        ),
+        "![performance profiles](workloads_profile.png)",
+        "",
     ]
+
+
+def _reach_lines(profiles: dict[str, analysis.Profile]) -> list[str]:
+    lines = []
+    for rule, p in profiles.items():
+        n, k = len(p.workloads), len(p.reached)
+        missed = [w for w in p.workloads if w not in p.reached]
+        if missed:
+            lines.append(
+                f"- `{rule}`: {', '.join(missed)} reached by no optimizer's median: "
+                f"it adds nothing to any area, so every area is at most {k}/{n} = "
+                f"{k / n:.2f}. Over the {k} workloads some median reaches, each area "
+                f"is {n}/{k} of the one above, in the same order (the leave-one-out "
+                "subset without it)."
+            )
+        else:
+            lines.append(f"- `{rule}`: every workload is reached by some median.")
+    return [*lines, ""]
+
+
+def _loo_lines(profiles: dict[str, analysis.Profile]) -> list[str]:
+    lines = ["Orders that leaving one workload out does not keep:", ""]
+    for rule, p in profiles.items():
+        by_pair: dict[tuple[str, str], list[str]] = {}
+        for a, b, w, reversed_ in analysis.order_changes(p.areas, p.loo):
+            how = "reversed" if reversed_ else "level"
+            by_pair.setdefault((a, b), []).append(f"{how} without {w}")
+        listed = "; ".join(
+            f"`{a}` ahead of `{b}`: {', '.join(how)}" for (a, b), how in by_pair.items()
+        )
+        lines.append(f"- `{rule}`: {listed or 'none'}.")
+    return [*lines, ""]
+
+
+def _separated_lines(profiles: dict[str, analysis.Profile]) -> list[str]:
+    lines = [
+        "Pairs whose paired bootstrap interval of the area difference excludes 0 "
+        "(first minus second [95 %]); every other pair's includes it:",
+        "",
+    ]
+    for rule, p in profiles.items():
+        listed = "; ".join(
+            f"`{a}` − `{b}` {d:+.3f} [{low:+.3f}, {high:+.3f}]"
+            for a, b, d, low, high in p.separated()
+        )
+        lines.append(f"- `{rule}`: {listed or 'none'}.")
+    return [*lines, "", f"{_stable_text(profiles)}", ""]
 
 
 def _width_cell(results: analysis.Results, w: str, o: str) -> str:
@@ -283,8 +660,61 @@ def _tolerance_table(results: analysis.Results) -> list[str]:
         "decades; ≥: the range reaches an end of the grid).",
         "",
         *_table(["workload", "tolerance"] + [f"`{o}`" for o in optimizers], body),
+        *_pooled_table(results),
         "![tolerance](workloads_tolerance.png)",
         "",
+    ]
+
+
+def _pooled_table(results: analysis.Results) -> list[str]:
+    """Per pair, the per-seed width difference with censored pairs left out."""
+    body = []
+    for pair in _pairs(results):
+        pairs = results.width_pairs(pair)
+        groups = analysis.uncensored(pairs)
+        used = [d for g in groups.values() for d in g]
+        if not used:
+            continue
+        mean, low, high = analysis.interval(used)
+        _, b_low, b_high = analysis.cluster_bootstrap(groups)
+        w_mean, w_low, w_high = analysis.interval(
+            [float(np.mean(g)) for g in groups.values()]
+        )
+        bound = analysis.bounded_mean(pairs)
+        body.append(
+            [
+                f"`{pair[0]}` − `{pair[1]}`",
+                f"{len(used)} of {len(pairs)}",
+                f"{mean:+.2f}",
+                f"[{low:+.2f}, {high:+.2f}]",
+                f"[{b_low:+.2f}, {b_high:+.2f}] ({len(groups)} workloads)",
+                f"{w_mean:+.2f} [{w_low:+.2f}, {w_high:+.2f}]",
+                _censored_text(pairs),
+                "-"
+                if bound is None
+                else f"{bound[1]} {bound[0]:+.2f} ({bound[2]} pairs)",
+            ]
+        )
+    if not body:
+        return []
+    header = [
+        "pair",
+        "pairs used",
+        "mean",
+        "95 % t, pairs independent",
+        "95 % bootstrap, workload as unit",
+        "t over workload means",
+        "left out (censored): what each bounds",
+        "one-sided pairs at their bounds",
+    ]
+    return [
+        "Width difference per seed, paired, in decades: first minus second on "
+        "the same (workload, seed), over the pairs with no censored width. A "
+        "censored pair is left out; one censored on one side only still bounds "
+        "the difference (≤ where the second's width is censored), and the last "
+        "column puts those at their bounds.",
+        "",
+        *_table(header, body),
     ]
 
 
@@ -404,14 +834,18 @@ def _grid_values(results: analysis.Results, w: str, o: str) -> np.ndarray:
 
 def plot_profile(path: pathlib.Path, results: analysis.Results) -> None:
     optimizers = results.meta["optimizers"]
-    table = analysis.times(results.runs, results.full_grid, optimizers, False)
-    profiles = scoring.performance_profile(table, analysis.TAUS)
-    fig, (ax,) = plots.panels(1)
-    for o, p in profiles.items():
-        ax.step(analysis.TAUS, p, where="post", label=o, **plots.style(o))
-    ax.set_xlabel("tau (steps to target / fastest)")
-    ax.set_ylabel("fraction of workloads")
-    plots.save(fig, path, "Performance profile, steps to target", legend_columns=4)
+    fig, axes = plots.panels(len(RULES))
+    for ax, rule in zip(axes, RULES, strict=True):
+        table = analysis.times(results.runs, results.full_grid, optimizers, False, rule)
+        profiles = scoring.performance_profile(table, analysis.TAUS)
+        for o, p in profiles.items():
+            ax.step(analysis.TAUS, p, where="post", label=o, **plots.style(o))
+        role = "primary" if rule == PRIMARY else "sensitivity"
+        ax.set_title(f"rate by {rule} ({role})")
+        ax.set_xlabel("tau (steps to target / fastest)")
+        ax.set_ylabel("fraction of workloads")
+        ax.set_ylim(-0.03, 1.03)
+    plots.save(fig, path, "Performance profiles, steps to target", legend_columns=4)
 
 
 def plot_curves(path: pathlib.Path, results: analysis.Results) -> None:
