@@ -1,4 +1,5 @@
-"""AAdam inside Flax: `nnx.Optimizer` (NNX) and `TrainState` (Linen)."""
+"""AAdam inside Flax: `nnx.Optimizer` (NNX) and `TrainState` (Linen); Cautious
+AdamW in `nnx.Optimizer`."""
 
 import flax.linen as nn
 import jax
@@ -103,6 +104,21 @@ def test_nnx_optimizer_state_survives_split_and_merge(regression_data):
         np.testing.assert_array_equal(a, b)
         assert a.dtype == b.dtype
     assert int(merged_optimizer.opt_state[0].count[...]) == 25
+
+
+def test_nnx_optimizer_with_cautious_adamw_trains(regression_data):
+    x, y = regression_data
+    model = nnx.Linear(4, 1, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(
+        model, aadam_optax.cautious_adamw(0.1, weight_decay=1e-4), wrt=nnx.Param
+    )
+    losses = [float(nnx_train_step(model, optimizer, x, y)) for _ in range(NUM_STEPS)]
+    assert losses[-1] < 0.5 * losses[0]
+    assert int(optimizer.step[...]) == NUM_STEPS
+    # The state is AdamW's (the mask keeps none).
+    adam_state = optimizer.opt_state[0]
+    assert isinstance(adam_state, optax.ScaleByAdamState)
+    assert int(adam_state.count[...]) == NUM_STEPS
 
 
 class LinenMLP(nn.Module):

@@ -1,5 +1,10 @@
-"""Orbax checkpoints of AAdam's state resume bit for bit in a fresh process."""
+"""Orbax checkpoints of AAdam's state resume bit for bit in a fresh process.
 
+Also Cautious AAdamW's: its mask keeps no state, so its checkpoint is AAdamW's
+state inside the chain, and a resumed run must retrace the uninterrupted one.
+"""
+
+import functools
 import json
 import pathlib
 import subprocess
@@ -10,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+import pytest
 
 import aadam_optax
 
@@ -17,9 +23,13 @@ TOTAL_STEPS = 40
 SAVE_AT = 17
 
 
-def make_optimizer():
+def make_optimizer(name="aadam"):
     # A chain, so the AAdam state sits inside a nested tuple as in real use.
-    return optax.chain(optax.clip_by_global_norm(5.0), aadam_optax.aadam(0.03))
+    if name == "cautious_aadamw":
+        inner = aadam_optax.cautious_aadamw(0.03, weight_decay=1e-3)
+    else:
+        inner = aadam_optax.aadam(0.03)
+    return optax.chain(optax.clip_by_global_norm(5.0), inner)
 
 
 def init_params():
@@ -38,17 +48,21 @@ def loss_fn(params, x, y):
     return jnp.mean((jnp.tanh(x @ params["w"] + params["b"]) - y) ** 2)
 
 
-_TX = make_optimizer()
+@functools.cache
+def optimizer_and_step(name="aadam"):
+    tx = make_optimizer(name)
+
+    @jax.jit
+    def train_step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return tx, train_step
 
 
-@jax.jit
-def train_step(params, opt_state, x, y):
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-    updates, opt_state = _TX.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-
-def train(params, opt_state, steps):
+def train(params, opt_state, steps, name="aadam"):
+    train_step = optimizer_and_step(name)[1]
     losses = []
     for step in steps:
         params, opt_state, loss = train_step(params, opt_state, *batch(step))
@@ -56,23 +70,23 @@ def train(params, opt_state, steps):
     return params, opt_state, np.asarray(losses)
 
 
-def abstract_target():
+def abstract_target(name="aadam"):
     params = init_params()
-    fresh = {"params": params, "opt_state": _TX.init(params)}
+    fresh = {"params": params, "opt_state": optimizer_and_step(name)[0].init(params)}
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, fresh)
 
 
-def resume(directory: str, out: str) -> None:
+def resume(directory: str, out: str, name: str = "aadam") -> None:
     """Runs in the fresh process: restore, record dtypes, train to the end."""
     with ocp.CheckpointManager(directory) as manager:
         step = manager.latest_step()
         restored = manager.restore(
-            step, args=ocp.args.StandardRestore(abstract_target())
+            step, args=ocp.args.StandardRestore(abstract_target(name))
         )
     aadam_state = restored["opt_state"][1][0]
     restored_leaves = jax.tree.leaves(restored)
     params, _, losses = train(
-        restored["params"], restored["opt_state"], range(step, TOTAL_STEPS)
+        restored["params"], restored["opt_state"], range(step, TOTAL_STEPS), name
     )
     np.savez(
         pathlib.Path(out) / "resumed.npz",
@@ -93,13 +107,17 @@ def resume(directory: str, out: str) -> None:
     (pathlib.Path(out) / "resumed.json").write_text(json.dumps(info))
 
 
-def test_resume_in_a_fresh_process_is_bitwise_identical(tmp_path):
+@pytest.mark.parametrize("name", ["aadam", "cautious_aadamw"])
+def test_resume_in_a_fresh_process_is_bitwise_identical(tmp_path, name):
+    tx = optimizer_and_step(name)[0]
     params = init_params()
     reference_params, _, reference_losses = train(
-        params, _TX.init(params), range(TOTAL_STEPS)
+        params, tx.init(params), range(TOTAL_STEPS), name
     )
 
-    params, opt_state, first_losses = train(params, _TX.init(params), range(SAVE_AT))
+    params, opt_state, first_losses = train(
+        params, tx.init(params), range(SAVE_AT), name
+    )
     saved = {"params": params, "opt_state": opt_state}
     directory = (tmp_path / "checkpoints").resolve()
     with ocp.CheckpointManager(directory) as manager:
@@ -108,11 +126,19 @@ def test_resume_in_a_fresh_process_is_bitwise_identical(tmp_path):
 
     program = (
         "import sys; sys.path.insert(0, sys.argv[1]); import test_orbax; "
-        "test_orbax.resume(sys.argv[2], sys.argv[3])"
+        "test_orbax.resume(sys.argv[2], sys.argv[3], sys.argv[4])"
     )
     tests_dir = str(pathlib.Path(__file__).resolve().parent)
     result = subprocess.run(
-        [sys.executable, "-c", program, tests_dir, str(directory), str(tmp_path)],
+        [
+            sys.executable,
+            "-c",
+            program,
+            tests_dir,
+            str(directory),
+            str(tmp_path),
+            name,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -140,3 +166,11 @@ def test_resume_in_a_fresh_process_is_bitwise_identical(tmp_path):
         np.testing.assert_array_equal(resumed[f"param_{i}"], leaf)
     # The run did train (not a trivially constant trajectory).
     assert reference_losses[-1] < reference_losses[0]
+    if name == "cautious_aadamw":
+        # The checkpoint's layout is AAdamW's: either restores into the other.
+        aadamw = optax.chain(
+            optax.clip_by_global_norm(5.0), aadam_optax.aadamw(0.03, weight_decay=1e-3)
+        )
+        assert jax.tree.structure(opt_state) == jax.tree.structure(
+            aadamw.init(init_params())
+        )

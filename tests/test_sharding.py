@@ -17,6 +17,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import cautious_reference as cref
+import numpy as np
+import numpy_reference as ref
+
 REPO = Path(__file__).resolve().parent.parent
 
 SCRIPT = textwrap.dedent(
@@ -426,3 +430,209 @@ def test_multi_device_runs_match_single_device_runs() -> None:
         check(extra == [], f"{name}: collectives Adam's step lacks: {found}")
 
     assert problems == [], "\n".join(problems)
+
+
+# The cautious mask is the one step that is not element-wise: each leaf's kept
+# count is a sum over the whole leaf. The script runs a few steps on given
+# gradients, sharded and on one device; the test recomputes them with the NumPy
+# reference, and also with a count per shard, to show the leaves chosen make
+# the two differ.
+CAUTIOUS_SCRIPT = textwrap.dedent(
+    """
+    import json
+
+    import jax
+    import numpy as np
+    import optax
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    import aadam_optax as ao
+
+    assert jax.device_count() == 8, jax.devices()
+    rng = np.random.default_rng(0)
+    SPECS = {"both": P("data", "model"), "rows": P("data")}
+    SHAPES = {"both": (8, 4), "rows": (16,)}
+    LR, B2, WD, STEPS = 0.1, 0.99, 0.1, 4
+    params = {
+        k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()
+    }
+    grads = [
+        {
+            k: (rng.standard_normal(s) + 0.2).astype(np.float32)
+            for k, s in SHAPES.items()
+        }
+        for _ in range(STEPS)
+    ]
+    OPTIMIZERS = {
+        "cautious_aadamw": lambda: ao.cautious_aadamw(LR, b2=B2, weight_decay=WD),
+        "cautious(adamw)": lambda: ao.cautious(
+            optax.adamw(LR, b2=B2, weight_decay=WD)
+        ),
+    }
+
+    def run(opt, put):
+        @jax.jit
+        def step(params, state, grads):
+            updates, state = opt.update(grads, state, params)
+            return optax.apply_updates(params, updates), state, updates
+
+        theta = put(params)
+        state = opt.init(theta)
+        out, kept = [], True
+        for g in grads:
+            theta, state, updates = step(theta, state, put(g))
+            kept = kept and all(
+                updates[k].sharding.is_equivalent_to(theta[k].sharding, theta[k].ndim)
+                for k in updates
+            )
+            out.append({k: np.asarray(v).tolist() for k, v in updates.items()})
+        return out, kept
+
+    def single(tree):
+        return {k: jax.device_put(v, jax.devices()[0]) for k, v in tree.items()}
+
+    explicit = jax.make_mesh((4, 2), ("data", "model"))
+    auto = jax.sharding.Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
+
+    def sharded(mesh):
+        def put(tree):
+            return {
+                k: jax.device_put(v, NamedSharding(mesh, SPECS[k]))
+                for k, v in tree.items()
+            }
+
+        return put
+
+    results = {"params": {k: v.tolist() for k, v in params.items()}}
+    results["grads"] = [{k: v.tolist() for k, v in g.items()} for g in grads]
+    for name, make in OPTIMIZERS.items():
+        results[name] = {"single": run(make(), single)[0]}
+        for mesh_name, mesh in (("explicit", explicit), ("auto", auto)):
+            updates, kept = run(make(), sharded(mesh))
+            results[name][mesh_name] = updates
+            results[name][mesh_name + "_sharding_kept"] = kept
+    print("RESULTS" + json.dumps(results))
+    """
+)
+
+# Mirrors CAUTIOUS_SCRIPT: the shards' blocks on the (4, 2) mesh.
+CAUTIOUS_BLOCKS = {"both": (2, 2), "rows": (4,)}
+CAUTIOUS_LR, CAUTIOUS_B2, CAUTIOUS_WD = 0.1, 0.99, 0.1
+
+
+def _shards(shape: tuple[int, ...], block: tuple[int, ...]) -> list[tuple]:
+    """The index of each shard's block."""
+    counts = (n // b for n, b in zip(shape, block, strict=True))
+    return [
+        tuple(slice(c * b, (c + 1) * b) for c, b in zip(corner, block, strict=True))
+        for corner in np.ndindex(*counts)
+    ]
+
+
+def _cautious_mask(
+    step: np.ndarray, grad: np.ndarray, descent: bool, block: tuple[int, ...] | None
+) -> np.ndarray:
+    """The reference mask over the whole leaf, or shard by shard (`block`)."""
+    if block is None:
+        return cref.mask(step, grad, 1.0, descent)
+    out = np.empty_like(step)
+    for where in _shards(step.shape, block):
+        out[where] = cref.mask(step[where], grad[where], 1.0, descent)
+    return out
+
+
+def _cautious_reference(
+    name: str, params: dict, grads: list, per_shard: bool
+) -> tuple[list, list]:
+    """The script's updates from numpy_reference's directions and the mask.
+
+    Returns the updates and, per step, each leaf's kept counts by shard.
+    """
+    config = ref.Config(b2=CAUTIOUS_B2)
+    lr, wd = CAUTIOUS_LR, CAUTIOUS_WD
+    theta = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    states = {k: ref.init(v.shape) for k, v in theta.items()}
+    out, kept = [], []
+    for grad in grads:
+        updates, counts = {}, {}
+        for k, g in grad.items():
+            g = np.asarray(g, np.float64)
+            a, u, states[k] = ref.step(states[k], g, config)
+            block = CAUTIOUS_BLOCKS[k] if per_shard else None
+            if name == "cautious_aadamw":
+                masked = _cautious_mask(u, g, False, block)
+                updates[k] = -lr * (masked + wd * theta[k])
+            else:
+                masked = _cautious_mask(-lr * (a + wd * theta[k]), g, True, block)
+                updates[k] = masked
+            counts[k] = [
+                int(np.count_nonzero(masked[where]))
+                for where in _shards(g.shape, CAUTIOUS_BLOCKS[k])
+            ]
+        theta = {k: theta[k] + updates[k] for k in theta}
+        out.append(updates)
+        kept.append(counts)
+    return out, kept
+
+
+def test_cautious_mask_counts_over_the_whole_sharded_leaf() -> None:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env.pop("JAX_ENABLE_X64", None)
+    completed = subprocess.run(
+        [sys.executable, "-c", CAUTIOUS_SCRIPT],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    line = next(
+        line for line in completed.stdout.splitlines() if line.startswith("RESULTS")
+    )
+    results = json.loads(line.removeprefix("RESULTS"))
+    params = {k: np.asarray(v) for k, v in results["params"].items()}
+    grads = [{k: np.asarray(v) for k, v in g.items()} for g in results["grads"]]
+
+    for name in ("cautious_aadamw", "cautious(adamw)"):
+        expected, kept = _cautious_reference(name, params, grads, per_shard=False)
+        per_shard, _ = _cautious_reference(name, params, grads, per_shard=True)
+        # The shards keep different numbers of components (at every eps, a
+        # count per shard would then differ), and a count per shard changes
+        # the answer here.
+        for k in CAUTIOUS_BLOCKS:
+            assert any(len(set(counts[k])) > 1 for counts in kept), (name, k)
+        assert any(
+            not np.allclose(p[k], e[k], rtol=1e-3, atol=0)
+            for p, e in zip(per_shard, expected, strict=True)
+            for k in e
+        ), name
+        for run in ("single", "explicit", "auto"):
+            for n, (got, want) in enumerate(
+                zip(results[name][run], expected, strict=True)
+            ):
+                for k in want:
+                    # float32 against float64: Adam's bias correction rounds.
+                    np.testing.assert_allclose(
+                        np.asarray(got[k]),
+                        want[k],
+                        rtol=2e-5,
+                        atol=1e-7,
+                        err_msg=f"{name}, {run}, step {n + 1}, leaf {k}",
+                    )
+        for mesh in ("explicit", "auto"):
+            # Sharded and single-device steps agree to rounding.
+            for got, want in zip(
+                results[name][mesh], results[name]["single"], strict=True
+            ):
+                for k in want:
+                    np.testing.assert_allclose(
+                        np.asarray(got[k]), np.asarray(want[k]), rtol=1e-6, atol=1e-8
+                    )
+        assert results[name]["explicit_sharding_kept"], name
