@@ -31,7 +31,7 @@ XLA:CPU runs convolutions many times slower inside a loop body
 (jax-ml/jax#12868), so there a sample is back-to-back calls of a compiled
 function that runs 8 steps written out, and one block at the end.
 
-    python benchmarks/speed.py                 # CPU defaults, about 6 minutes
+    python benchmarks/speed.py                 # CPU defaults, about 8 minutes
     python benchmarks/speed.py --quick         # seconds, small sizes
     python benchmarks/speed.py --backend gpu   # on a CUDA machine, adds 1e8 and 3e8
 
