@@ -1,5 +1,7 @@
 """The documentation site builds with warnings as errors and covers the API."""
 
+import csv
+import json
 import pathlib
 import re
 import subprocess
@@ -222,3 +224,159 @@ PAGE_BLOCKS = [
 )
 def test_every_python_block_of_the_pages_runs(code: str) -> None:
     exec(code, {})  # noqa: S102 - the docs' own examples
+
+
+# docs/speed.md's figures, each read from the speed run's results:
+# (label in the page's table, section of speed.csv, case contains, optimizer,
+# column, the goal it answers, if any).
+RESULTS = ROOT / "benchmarks" / "results"
+SPEED_FIGURES = [
+    *(
+        (f"{name} whole step / {base}'s, {model}", "whole step", case, opt, col, goal)
+        for model, case in (("Transformer", "bytes_lm"), ("CNN", "mnist_cnn"))
+        for name, base, opt, col, goal in (
+            ("AAdam", "Adam", "aadam[sign_change]", "ratio_to_adam", "whole_step"),
+            (
+                "Cautious AdamW",
+                "AdamW",
+                "cautious_adamw",
+                "ratio_to_reference",
+                "cautious_whole_step" if case == "bytes_lm" else None,
+            ),
+            (
+                "Cautious AAdamW",
+                "AAdamW",
+                "cautious_aadamw",
+                "ratio_to_reference",
+                "cautious_whole_step" if case == "bytes_lm" else None,
+            ),
+        )
+    ),
+    *(
+        (
+            f"{name} isolated update / {base}'s, 1e7 params, {layout}",
+            "isolated update",
+            case,
+            opt,
+            col,
+            goal,
+        )
+        for layout, case in (
+            ("one leaf", "one leaf layout, float32"),
+            ("200 leaves", "many leaf layout, float32"),
+        )
+        for name, base, opt, col, goal in (
+            ("AAdam", "Adam", "aadam[sign_change]", "ratio_to_adam", "isolated_update"),
+            ("Cautious AdamW", "AdamW", "cautious_adamw", "ratio_to_reference", None),
+            (
+                "Cautious AAdamW",
+                "AAdamW",
+                "cautious_aadamw",
+                "ratio_to_reference",
+                None,
+            ),
+        )
+    ),
+]
+# State bytes per float32 parameter, from speed_run.json.
+STATE_FIGURES = {
+    "State bytes per parameter, Adam": "adam",
+    "State bytes per parameter, AAdam": "aadam",
+    "State bytes per parameter, AAdam, bfloat16 mu and prev_update": (
+        "aadam(mu_dtype=bf16, prev_update_dtype=bf16)"
+    ),
+    "State bytes per parameter, AAMSGrad": "aamsgrad",
+    "State bytes per parameter, Cautious AdamW": "cautious_adamw",
+    "State bytes per parameter, Cautious AAdamW": "cautious_aadamw",
+}
+# The bounds the run was checked against, for a run JSON that predates them.
+GOALS = {"whole_step": 1.03, "isolated_update": 1.40, "cautious_whole_step": 1.03}
+
+
+def _speed_results() -> tuple[list[dict[str, str]], dict]:
+    with (RESULTS / "speed.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    run = json.loads((RESULTS / "speed_run.json").read_text(encoding="utf-8"))
+    return rows, run
+
+
+def _ratio(value: float, goal: float | None) -> str:
+    """Two decimals, or three where two would round a miss onto the goal (as
+    the Goals lines of benchmarks/results/speed.md)."""
+    if goal is not None and value > goal and round(value, 2) <= goal:
+        return f"{value:.3f}"
+    return f"{value:.2f}"
+
+
+def _speed_table() -> dict[str, list[str]]:
+    """docs/speed.md's figures table: label -> the other cells."""
+    page = (ROOT / "docs" / "speed.md").read_text(encoding="utf-8")
+    table = page.split("<!-- speed-figures -->")[1].split("<!-- end-speed-figures")[0]
+    cells = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| figure")
+    ]
+    return {row[0]: row[1:] for row in cells}
+
+
+def test_speed_page_quotes_the_speed_run() -> None:
+    """Each figure of docs/speed.md is the stored run's, rounded as the page
+    rounds it, with the verdict against its goal; the page names the run."""
+    rows, run = _speed_results()
+    bounds = GOALS | {k: v["at_most"] for k, v in run.get("goals", {}).items()}
+    table = _speed_table()
+    expected: dict[str, tuple[str, str, str]] = {}
+    for label, section, case, optimizer, column, goal in SPEED_FIGURES:
+        (row,) = [
+            r
+            for r in rows
+            if r["section"] == section
+            and case in r["case"]
+            and r["optimizer"] == optimizer
+            and (section != "isolated update" or float(r["size"]) == 1e7)
+        ]
+        value = float(row[column])
+        quartiles = (
+            ("reference_ratio_q25", "reference_ratio_q75")
+            if column == "ratio_to_reference"
+            else ("ratio_q25", "ratio_q75")
+        )
+        iqr = "[{:.2f}-{:.2f}]".format(*(float(row[q]) for q in quartiles))
+        bound = bounds[goal] if goal else None
+        verdict = "-"
+        if bound is not None:
+            verdict = f"<= {bound:.2f}: " + ("met" if value <= bound else "not met")
+        expected[label] = (_ratio(value, bound), iqr, verdict)
+    for label, name in STATE_FIGURES.items():
+        expected[label] = (f"{run['state_bytes_per_param'][name]:g}", "-", "-")
+    assert set(table) == set(expected)
+    for label, cells in expected.items():
+        assert tuple(table[label][:3]) == cells, label
+    page = (ROOT / "docs" / "speed.md").read_text(encoding="utf-8")
+    assert run["date"] in page and run["provenance"]["commit"][:7] in page
+
+
+def test_speed_page_prose_quotes_only_tied_figures() -> None:
+    """A decimal number in docs/speed.md's prose is a figure of its table, a
+    goal, or the floor of the minimal memory traffic (AAdam's minimal bytes
+    per parameter over Adam's, from speed.csv)."""
+    rows, run = _speed_results()
+    page = (ROOT / "docs" / "speed.md").read_text(encoding="utf-8")
+    prose = (
+        page.split("<!-- speed-figures -->")[0]
+        + page.split("<!-- end-speed-figures -->")[1]
+    )
+    prose = re.sub(r"^```.*?^```", "", prose, flags=re.DOTALL | re.MULTILINE)
+    prose = re.sub(r"`[^`\n]*`", "", prose)
+    bounds = GOALS | {k: v["at_most"] for k, v in run.get("goals", {}).items()}
+    minimal = {
+        r["optimizer"]: float(r["min_bytes_per_param"])
+        for r in rows
+        if r["section"] == "isolated update" and r["case"] == "one leaf layout, float32"
+    }
+    allowed = {cells[0] for cells in _speed_table().values()}
+    allowed |= {f"{bound:.2f}" for bound in bounds.values()}
+    allowed.add(f"{minimal['aadam[sign_change]'] / minimal['adam']:.2f}")
+    quoted = set(re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", prose))
+    assert quoted <= allowed, quoted - allowed
