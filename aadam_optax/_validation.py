@@ -64,7 +64,8 @@ def _rounding_hint(value: Any, values: np.ndarray) -> str:
     ):
         return (
             " optax.inject_hyperparams casts hyperparameters to the params' "
-            "dtype, where 0.999 rounds to 1: pass hyperparam_dtype=jnp.float32."
+            "dtype, where a value this close to 1 rounds to 1 (0.999 in "
+            "bfloat16, 0.9999 in float16): pass hyperparam_dtype=jnp.float32."
         )
     return ""
 

@@ -88,12 +88,6 @@ MARKDOWN_PAGES = {"README.md": None, "CHANGELOG.md": "changelog.html"} | {
     for page in sorted((ROOT / "docs").glob("*.md"))
 }
 
-# docs/evidence.md links to the results pages by their place in the built site
-# (results/*.md), which the repository lacks; written as
-# ../benchmarks/results/*.md, as the other pages do, they resolve in both
-# (docs/conf.py). The check is exact: when they are fixed, drop this entry.
-KNOWN_BROKEN = {"docs/evidence.md": {"results/convergence.md", "results/workloads.md"}}
-
 
 def _relative_links(markdown: str) -> list[str]:
     """The targets of the page's inline links and images, but for URLs and
@@ -144,7 +138,7 @@ def test_relative_links_resolve_in_the_repository(
         for link in links
         if (source.parent / link.split("#")[0]).resolve() not in repository_paths
     }
-    assert broken == KNOWN_BROKEN.get(page, set())
+    assert not broken, f"{page} links to files the repository lacks: {broken}"
 
 
 def _site_path(target: pathlib.Path) -> str:
