@@ -332,10 +332,12 @@ _SHARED = (
 
 
 _RELATIVES = (
-    "- **Relatives** (benchmark comparators, not library code): Cautious AdamW "
-    "(Liang et al. 2024: Adam's direction with the components whose sign "
-    "disagrees with the gradient's zeroed, rescaled by size / (kept + 1) per "
-    "leaf; the decay unmasked), `optax.lion`, `optax.contrib.adopt`."
+    "- **Relatives**: Cautious AdamW (Liang et al. 2024: Adam's direction "
+    "with the components whose sign disagrees with the gradient's zeroed, "
+    "rescaled by size / (kept + 1) per leaf; the decay unmasked; the runs used "
+    "a benchmark copy of the mask that the library's `cautious_adamw` has "
+    "since replaced, step for step the same), `optax.lion`, "
+    "`optax.contrib.adopt`."
 )
 _PAIRED = (
     "- **Paired differences**: first minus second optimizer at equal rates, "
