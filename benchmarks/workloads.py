@@ -42,6 +42,19 @@ workloads (under the primary rate rule of step 5), tuned on the `SWEEP` grid
 points centred on each one's chosen rate for the small model, then scored
 seeds at the chosen rate only.
 
+A further part, `--horizon` (`HORIZON`), asks whether the cautious mask's
+lead is an early-training effect and what AAdam's acceleration adds to it:
+AdamW, AAdamW, Cautious AdamW and Cautious AAdamW on bytes_lm at the stored
+study's 300 steps and at 1200 (the warm-up and cosine decay stretched to each
+horizon), at three rates each (the stored study's chosen rate and the grid
+points either side; C-AAdamW, which it did not run, takes AAdamW's), every
+rate on scored seeds 1-5. Its rules (`workloads_analysis.horizon_rules`: the
+rates, seeds, horizons, how the best of three rates is picked, the paired
+comparisons and their interval) go into `workloads_horizon_run.json` before
+any training; each horizon's runs are stored as it finishes
+(`workloads_horizon.csv`, `workloads_horizon_curves.csv`), and the report
+writes `workloads_horizon.md` and `workloads_horizon_curves.png`.
+
 Runs of different optimizers are interleaved, so machine noise falls on all
 alike. Results go to `--out` (default `benchmarks/results`): `workloads.csv`
 (one row per run), `workloads_curves.csv` (validation curves of the scored
@@ -73,7 +86,7 @@ from flax import nnx
 from harness import environment, provenance, records, workloads_report
 from harness import workloads_analysis as analysis
 from harness.models import count_params
-from harness.optimizers import ADAM_FAMILY, GRID_POINTS, OPTIMIZERS
+from harness.optimizers import ADAM_FAMILY, GRID_POINTS, OPTIMIZERS, STUDY_OPTIMIZERS
 from harness.runner import make_train, steps_to_target
 from harness.workload import Workload
 from harness.workloads import WORKLOADS
@@ -335,7 +348,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="rewrite workloads.md and the plots from the files in --out",
+        help="rewrite workloads.md (and workloads_horizon.md, where its run is "
+        "stored) and the plots from the files in --out",
+    )
+    parser.add_argument(
+        "--horizon",
+        action="store_true",
+        help="run the cautious-by-horizon part instead (`HORIZON`): "
+        "AdamW, AAdamW, C-AdamW and C-AAdamW on bytes_lm at 300 and 1200 steps, "
+        "3 rates each around the stored study's choice; writes "
+        "workloads_horizon.* (default seeds 5)",
+    )
+    parser.add_argument(
+        "--reference",
+        type=pathlib.Path,
+        default=pathlib.Path(__file__).resolve().parent / "results",
+        help="with --horizon: the directory of the stored full-grid study whose "
+        "chosen rates centre the part (default: benchmarks/results)",
     )
     return parser
 
@@ -343,17 +372,31 @@ def _parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = _parser()
     args = parser.parse_args(argv)
+    given_points = args.points
     args.points = args.points or (QUICK_POINTS if args.quick else GRID_POINTS)
+    if args.horizon:
+        args.seeds = args.seeds or (2 if args.quick else HORIZON.seeds)
     args.seeds = args.seeds or (2 if args.quick else 3)
     if args.points < 2 or args.seeds < 2:
         parser.error("--points and --seeds must be >= 2")
+    if args.horizon:
+        given = {
+            "--workloads": args.workloads,
+            "--merge": args.merge,
+            "--optimizers": args.optimizers,
+            "--points": given_points,
+        }
+        extra = [option for option, value in given.items() if value]
+        if extra:
+            parser.error(f"--horizon runs its own plan: drop {', '.join(extra)}")
+        return args
     args.plans = QUICK_PLANS if args.quick else PLANS
     args.workloads = args.workloads or list(args.plans)
     unknown = [w for w in args.workloads if w not in args.plans]
     if unknown:
         parser.error(f"--quick runs only {', '.join(QUICK_PLANS)}, not {unknown}")
     args.optimizers = args.optimizers or list(
-        QUICK_OPTIMIZERS if args.quick else OPTIMIZERS
+        QUICK_OPTIMIZERS if args.quick else STUDY_OPTIMIZERS
     )
     if not set(ADAM_FAMILY) & set(args.optimizers):
         parser.error(
@@ -471,13 +514,209 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class HorizonPlan:
+    """The cautious-by-horizon part: a few optimizers on one stored workload,
+    at a short and a long horizon, three rates each, every rate on every seed.
+
+    reference: the stored full-grid workload whose model, data and chosen
+      rates the part reuses.
+    rate_of: for an optimizer the stored study did not run, the one whose
+      chosen rate centres its rates.
+    horizons, eval_every: the step budgets and their validation spacing; the
+      schedule (warm-up, cosine decay) is stretched to each budget.
+    budget: the workload's other arguments (batch, validation, model size).
+    """
+
+    reference: str
+    optimizers: tuple[str, ...]
+    rate_of: dict[str, str]
+    horizons: tuple[int, ...]
+    eval_every: tuple[int, ...]
+    budget: dict[str, Any]
+    seeds: int
+
+
+# C-AAdamW's rates are AAdamW's: it is AAdamW with the mask, as C-AdamW is
+# AdamW with it, so each cautious optimizer is centred where the optimizer
+# whose direction it masks was chosen, and the rule reads nothing of the
+# cautious comparator it is set against. Fixed before the run.
+HORIZON = HorizonPlan(
+    reference="bytes_lm",
+    optimizers=("adamw", "aadamw", "cautious_adamw", "cautious_aadamw"),
+    rate_of={"cautious_aadamw": "aadamw"},
+    # The stored study's 300 steps (the control) and 4x that.
+    horizons=(300, 1200),
+    eval_every=(20, 60),
+    budget={k: v for k, v in _LM.items() if k not in ("steps", "eval_every")},
+    seeds=5,
+)
+# A smoke test of the plan: the convex workload, whose programs compile fast,
+# at tiny horizons, centred on the stored study's choices there.
+QUICK_HORIZON = dataclasses.replace(
+    HORIZON,
+    reference="mnist_logreg",
+    horizons=(10, 40),
+    eval_every=(5, 10),
+    budget={},
+    seeds=2,
+)
+HORIZON_COLUMNS = (
+    "workload",
+    "optimizer",
+    "steps",
+    "eval_every",
+    "point",
+    "offset",
+    "seed",
+    "learning_rate",
+    "initial_metric",
+    "final_metric",
+    "seconds",
+    "compile_seconds",
+)
+HORIZON_CURVE_COLUMNS = ("optimizer", "steps", "point", "seed", "step", "metric")
+HORIZON_FILES = (
+    "workloads_horizon.csv",
+    "workloads_horizon_curves.csv",
+    "workloads_horizon_run.json",
+    "workloads_horizon.md",
+    "workloads_horizon_curves.png",
+)
+
+
+def horizon_settings(
+    plan: HorizonPlan, reference_dir: pathlib.Path, seeds: int, quick: bool
+) -> dict[str, Any]:
+    """The part's run JSON before any training: its rules, from the stored
+    study's chosen rates."""
+    stored = records.read_json(reference_dir / "workloads_run.json")
+    reference_rows = records.read_csv(reference_dir / "workloads.csv")
+    centres = analysis.horizon_centres(
+        reference_rows, plan.reference, plan.optimizers, plan.rate_of
+    )
+    rules = analysis.horizon_rules(
+        plan.reference,
+        plan.optimizers,
+        plan.rate_of,
+        centres,
+        stored["points"],
+        list(range(1, seeds + 1)),
+        plan.horizons,
+        plan.eval_every,
+    )
+    return {
+        "part": analysis.HORIZON_PART,
+        "quick": quick,
+        # Where the centres were read: the stored study's runs and settings.
+        "reference_files": [
+            workloads_report.relative_command(str(reference_dir / name))
+            for name in ("workloads.csv", "workloads_run.json")
+        ],
+        "budget": dict(plan.budget),
+        "rules": rules,
+        "horizons": [],
+    }
+
+
+def run_horizon(args: argparse.Namespace, command: str) -> None:
+    """Runs the part, storing its rules first and its results per horizon."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    plan = QUICK_HORIZON if args.quick else HORIZON
+    meta = horizon_settings(plan, args.reference, args.seeds, args.quick)
+    rules = meta["rules"]
+    run = {
+        **meta,
+        "command": command,
+        "date": environment.now(),
+        "machine": environment.machine(),
+        "seconds": {},
+        "wall_seconds": 0.0,
+        # Recorded before the first run: the code this process imported.
+        "provenance": provenance.record(("mlxtend", "tqdm")),
+        "files": [HORIZON_FILES[2]],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    # The rules are on disk before any training.
+    records.write_json(args.out / HORIZON_FILES[2], run)
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
+    total = sum(len(p) for p in rules["points"].values())
+    total *= len(rules["seeds"]) * len(plan.horizons)
+    with tqdm(total=total, unit="run") as bar:
+        for steps, every in zip(plan.horizons, plan.eval_every, strict=True):
+            begun = time.perf_counter()
+            workload = WORKLOADS[plan.reference](
+                steps=steps, eval_every=every, **plan.budget
+            )
+            study = Study(workload, rules["grid_points"])
+            # Interleaved: seed, then offset, then optimizer.
+            for seed in rules["seeds"]:
+                for k in range(len(analysis.HORIZON_OFFSETS)):
+                    for name in plan.optimizers:
+                        if k < len(rules["points"][name]):
+                            point = rules["points"][name][k]
+                            study.record(name, "score", point, seed, bar)
+            for r in study.rows:
+                curve = r.pop("curve")
+                r["offset"] = r["point"] - rules["centres"][r["optimizer"]]
+                curves += [
+                    {
+                        "optimizer": r["optimizer"],
+                        "steps": steps,
+                        "point": r["point"],
+                        "seed": r["seed"],
+                        "step": i * every,
+                        "metric": value,
+                    }
+                    for i, value in enumerate(curve)
+                ]
+            rows += study.rows
+            run["horizons"].append(
+                {
+                    k: v
+                    for k, v in describe(
+                        workload, math.nan, plan.optimizers, Plan({})
+                    ).items()
+                    if k not in ("target", "sweep_of")
+                }
+            )
+            run["seconds"][str(steps)] = time.perf_counter() - begun
+            run["wall_seconds"] = time.perf_counter() - start
+            # Stored after every horizon: an interrupted run keeps its results.
+            run["files"] = list(HORIZON_FILES)
+            records.write_csv(args.out / HORIZON_FILES[0], rows, HORIZON_COLUMNS)
+            records.write_csv(
+                args.out / HORIZON_FILES[1], curves, HORIZON_CURVE_COLUMNS
+            )
+            records.write_json(args.out / HORIZON_FILES[2], run)
+            workloads_report.write_horizon(args.out)
+    print(f"wrote {args.out}/workloads_horizon.{{csv,md}}, its curves and plot")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     command = "python benchmarks/workloads.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
     if args.report_only:
-        workloads_report.write(args.out)
+        stored = [
+            write
+            for write, path in (
+                (workloads_report.write, "workloads_run.json"),
+                (workloads_report.write_horizon, HORIZON_FILES[0]),
+            )
+            if (args.out / path).exists()
+        ]
+        if not stored:
+            raise SystemExit(f"--report-only: no stored results in {args.out}")
+        for write in stored:
+            write(args.out)
+        return
+    if args.horizon:
+        run_horizon(args, command.strip())
         return
     from tqdm import tqdm
 

@@ -12,7 +12,10 @@ decoupled weight decay of the "W" optimizers is fixed, not tuned.
 The relatives are comparators: Cautious AdamW (Liang et al. 2024; the
 library's `cautious_adamw`, with the authors' original `+1` in the rescale),
 `optax.lion` (Chen et al. 2023) and `optax.contrib.adopt` (Taniguchi et al.
-2024).
+2024). `cautious_aadamw` (the library's: the same mask on AAdamW's direction,
+decay unmasked) is registered for the cautious-by-horizon part of the study
+(`workloads.py --horizon`); the stored full-grid study ran without it, so
+`STUDY_OPTIMIZERS`, the default of a full-grid run, leaves it out.
 """
 
 from __future__ import annotations
@@ -84,6 +87,11 @@ OPTIMIZERS: dict[str, Candidate] = {
         lambda lr: aadam_optax.cautious_adamw(lr, weight_decay=WEIGHT_DECAY),
         relative=True,
     ),
+    "cautious_aadamw": Candidate(
+        ADAM_RATES,
+        lambda lr: aadam_optax.cautious_aadamw(lr, weight_decay=WEIGHT_DECAY),
+        relative=True,
+    ),
     "lion": Candidate(
         LION_RATES,
         lambda lr: optax.lion(lr, weight_decay=LION_WEIGHT_DECAY),
@@ -91,6 +99,17 @@ OPTIMIZERS: dict[str, Candidate] = {
     ),
     "adopt": Candidate(ADAM_RATES, optax.contrib.adopt, relative=True),
 }
+# The optimizers of the stored full-grid study (workloads_run.json), in its
+# order: the default of a full-grid run, so its records still merge.
+STUDY_OPTIMIZERS = (
+    "aadam_sign_change",
+    "adam",
+    "aadamw",
+    "adamw",
+    "cautious_adamw",
+    "lion",
+    "adopt",
+)
 # The Adam family whose best final metric sets each workload's target.
 ADAM_FAMILY = ("aadam_sign_change", "adam", "aadamw", "adamw")
 # Each AAdam optimizer and the Optax optimizer it accelerates.

@@ -28,6 +28,7 @@ _HUES = {
     # The sign-aware relatives of the workloads study (never in one plot
     # with the convergence benchmark's aadam_sign or rmsprop_momentum).
     "cautious_adamw": 12,
+    "cautious_aadamw": 13,
     "lion": 8,
     "adopt": 18,
 }
@@ -39,7 +40,8 @@ def style(name: str) -> dict[str, Any]:
     colors = matplotlib.colormaps["tab20"].colors
     return {
         "color": colors[_HUES[name]],
-        "linestyle": "-" if name.startswith("aa") else "--",
+        # A cautious optimizer is drawn like the one whose direction it masks.
+        "linestyle": "-" if name.removeprefix("cautious_").startswith("aa") else "--",
         "linewidth": 2.0 if name == "aadam_sign_change" else 1.2,
     }
 

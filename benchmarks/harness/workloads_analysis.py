@@ -643,3 +643,233 @@ class Results:
             region: paired_by_seed(self.runs, workload, pair, points) if points else []
             for region, points in regions(self.meta["points"], best).items()
         }
+
+
+# The cautious-by-horizon part (`workloads.py --horizon`): AdamW, AAdamW and
+# their cautious twins on one workload at two horizons, three rates each, paired
+# by seed. Its rules are written into workloads_horizon_run.json when it starts.
+HORIZON_PART = "cautious_horizon"
+HORIZON_OFFSETS = (-1, 0, 1)  # grid points around each optimizer's centre
+HORIZON_LEVEL = 0.95
+# First minus second, each at its own best rate of the three, paired by seed.
+HORIZON_COMPARISONS = (
+    ("cautious_aadamw", "cautious_adamw"),  # acceleration on top of the mask
+    ("cautious_aadamw", "aadamw"),  # the mask on top of acceleration
+    ("cautious_adamw", "adamw"),  # the mask on Adam's direction
+    ("aadamw", "adamw"),  # acceleration alone
+)
+ALL_SEEDS, FIRST_SEED = "all_seeds", "first_seed"
+BEST_RATE_RULES = {
+    ALL_SEEDS: "at each horizon, the rate of the three with the lowest mean "
+    "final metric over all scored seeds (ties: the lower rate), scored on those "
+    "same seeds; optimistic, as the choice sees the seeds it is scored on, and "
+    "alike for every optimizer",
+    FIRST_SEED: "at each horizon, the rate of the three with the first scored "
+    "seed's lowest final metric (ties: the lower rate), scored on the other "
+    "seeds only; free of that selection bias, with one seed fewer",
+}
+HORIZON_BEST_RATE = {"primary": ALL_SEEDS, "sensitivity": FIRST_SEED}
+
+
+def horizon_points(centre: int, points: int) -> list[int]:
+    """The grid points `HORIZON_OFFSETS` around `centre` that the grid has."""
+    return [centre + k for k in HORIZON_OFFSETS if 0 <= centre + k < points]
+
+
+def horizon_centres(
+    reference_rows: Sequence[Row],
+    reference: str,
+    optimizers: Sequence[str],
+    rate_of: Mapping[str, str],
+) -> dict[str, int]:
+    """Each optimizer's centre: the grid point the stored full-grid study chose
+    for it on `reference` (`chosen_point`), or for `rate_of[optimizer]` where
+    the study did not run it."""
+    return {
+        o: chosen_point(reference_rows, reference, rate_of.get(o, o))
+        for o in optimizers
+    }
+
+
+def horizon_rules(
+    reference: str,
+    optimizers: Sequence[str],
+    rate_of: Mapping[str, str],
+    centres: Mapping[str, int],
+    points: int,
+    seeds: Sequence[int],
+    horizons: Sequence[int],
+    eval_every: Sequence[int],
+) -> dict[str, Any]:
+    """The part's rules as its run JSON stores them, fixed before any run."""
+    grids = {o: OPTIMIZERS[o].grid(points) for o in optimizers}
+    chosen = {o: horizon_points(centres[o], points) for o in optimizers}
+    borrowed = "; ".join(
+        f"`{o}`, which the stored study did not run, takes `{src}`'s"
+        for o, src in rate_of.items()
+        if o in optimizers
+    )
+    rules = {
+        "reference": reference,
+        "optimizers": list(optimizers),
+        "rate_rule": (
+            f"each optimizer's chosen grid point in the stored {reference} study "
+            f"(seed 0's lowest final metric at its budget, `{LOWEST_FINAL}`) and "
+            f"the grid points either side, on the {points}-point grid"
+            + (f"; {borrowed}" if borrowed else "")
+        ),
+        "rate_of": dict(rate_of),
+        "centres": dict(centres),
+        "points": chosen,
+        "rates": {o: [float(grids[o][p]) for p in chosen[o]] for o in optimizers},
+        "grid_points": points,
+        "seeds": list(seeds),
+        "horizons": list(horizons),
+        "eval_every": dict(zip(map(str, horizons), eval_every, strict=True)),
+        "warmup_fraction": WARMUP_FRACTION,
+        "schedule": "linear warm-up over the first warmup_fraction of each "
+        "horizon's steps, then cosine decay to zero at its last step: the "
+        "schedule stretched to the horizon, never cut",
+        "pairing": "a seed sets the initialisation and the mini-batch sequence, "
+        "the same for every optimizer, rate and horizon",
+        "best_rate": {**HORIZON_BEST_RATE, "rules": BEST_RATE_RULES},
+        "comparisons": [list(p) for p in HORIZON_COMPARISONS],
+        "interval": "two-sided t interval of the mean paired difference over "
+        "seeds (n - 1 degrees of freedom)",
+        "interval_level": HORIZON_LEVEL,
+        "metric": "capped final validation metric (no worse than at step 0)",
+    }
+    return json.loads(json.dumps(rules))
+
+
+def horizon_finals(
+    rows: Sequence[Row], steps: int, optimizer: str, point: int
+) -> dict[int, float]:
+    """`{seed: capped final metric}` of one optimizer at one grid point."""
+    return {
+        int(r["seed"]): capped(r)
+        for r in select(rows, steps=steps, optimizer=optimizer, point=point)
+    }
+
+
+def best_horizon_point(
+    rows: Sequence[Row], steps: int, optimizer: str, seeds: Sequence[int]
+) -> int:
+    """The grid point with the lowest mean capped final metric over `seeds`
+    (ties: the lower rate)."""
+    points = sorted({int(r["point"]) for r in select(rows, optimizer=optimizer)})
+
+    def mean(p: int) -> float:
+        finals = horizon_finals(rows, steps, optimizer, p)
+        return float(np.mean([finals[s] for s in seeds]))
+
+    return min(points, key=lambda p: (mean(p), p))
+
+
+def horizon_seeds(rows: Sequence[Row], steps: int) -> list[int]:
+    return sorted({int(r["seed"]) for r in select(rows, steps=steps)})
+
+
+def horizon_choice(
+    rows: Sequence[Row], steps: int, optimizer: str, rule: str
+) -> tuple[int, list[int]]:
+    """(grid point, scored seeds) of an optimizer at a horizon under a
+    `BEST_RATE_RULES` rule."""
+    seeds = horizon_seeds(rows, steps)
+    if rule == ALL_SEEDS:
+        return best_horizon_point(rows, steps, optimizer, seeds), seeds
+    if rule == FIRST_SEED:
+        return best_horizon_point(rows, steps, optimizer, seeds[:1]), seeds[1:]
+    raise ValueError(f"unknown best-rate rule {rule!r}")
+
+
+def horizon_difference(
+    rows: Sequence[Row], steps: int, pair: tuple[str, str], rule: str = ALL_SEEDS
+) -> dict[int, float]:
+    """`{seed: first minus second}`, each at its own best rate under `rule`,
+    over the seeds that rule scores."""
+    (a, seeds), (b, _) = (horizon_choice(rows, steps, o, rule) for o in pair)
+    first = horizon_finals(rows, steps, pair[0], a)
+    second = horizon_finals(rows, steps, pair[1], b)
+    return {s: first[s] - second[s] for s in seeds}
+
+
+def horizon_change(
+    rows: Sequence[Row],
+    short: int,
+    long: int,
+    pair: tuple[str, str],
+    rule: str = ALL_SEEDS,
+) -> dict[int, float]:
+    """`{seed: difference at long minus difference at short}`: how a pair's
+    difference moves with the horizon, paired by seed."""
+    early = horizon_difference(rows, short, pair, rule)
+    late = horizon_difference(rows, long, pair, rule)
+    return {s: late[s] - early[s] for s in late if s in early}
+
+
+def reproduction_gap(
+    rows: Sequence[Row], reference_rows: Sequence[Row], reference: str
+) -> tuple[float, int]:
+    """(largest |difference|, count) of the final metrics of the runs that
+    repeat a stored run of `reference` (same optimizer, grid point, seed and
+    steps): the part's control against the stored study."""
+    stored = {
+        (r["optimizer"], int(r["point"]), int(r["seed"]), int(r["steps"])): r
+        for r in select(reference_rows, workload=reference, phase="score")
+    }
+    gaps = [
+        abs(float(r["final_metric"]) - float(stored[key]["final_metric"]))
+        for r in rows
+        if (key := (r["optimizer"], int(r["point"]), int(r["seed"]), int(r["steps"])))
+        in stored
+    ]
+    return (max(gaps) if gaps else math.nan), len(gaps)
+
+
+class HorizonResults:
+    """The saved cautious-by-horizon part: its settings, rows and curves."""
+
+    def __init__(self, out: pathlib.Path) -> None:
+        self.meta = records.read_json(out / "workloads_horizon_run.json")
+        self.runs = records.read_csv(out / "workloads_horizon.csv")
+        self.curves = records.read_csv(out / "workloads_horizon_curves.csv")
+        self.rules = self.meta["rules"]
+        self.optimizers = list(self.rules["optimizers"])
+        # The horizons stored so far, in the planned order.
+        done = {int(r["steps"]) for r in self.runs}
+        self.horizons = [h for h in self.rules["horizons"] if h in done]
+
+    def finals(self, steps: int, optimizer: str, point: int) -> list[float]:
+        """Capped final metrics in seed order."""
+        finals = horizon_finals(self.runs, steps, optimizer, point)
+        return [finals[s] for s in sorted(finals)]
+
+    def choice(self, steps: int, optimizer: str, rule: str) -> tuple[int, list[int]]:
+        return horizon_choice(self.runs, steps, optimizer, rule)
+
+    def difference(
+        self, steps: int, pair: tuple[str, str], rule: str
+    ) -> tuple[float, float, float, int]:
+        """(mean, low, high, seeds) of a pair's paired difference."""
+        values = list(horizon_difference(self.runs, steps, pair, rule).values())
+        return (*interval(values, 1 - self.rules["interval_level"]), len(values))
+
+    def change(
+        self, pair: tuple[str, str], rule: str
+    ) -> tuple[float, float, float, int]:
+        """(mean, low, high, seeds) of `horizon_change` from the first to the
+        last horizon."""
+        short, long = self.horizons[0], self.horizons[-1]
+        values = list(horizon_change(self.runs, short, long, pair, rule).values())
+        return (*interval(values, 1 - self.rules["interval_level"]), len(values))
+
+    def curve(
+        self, steps: int, optimizer: str, point: int
+    ) -> tuple[list[int], list[float]]:
+        """(steps, mean metric over seeds) of the stored validation curves."""
+        found = select(self.curves, steps=steps, optimizer=optimizer, point=point)
+        at = sorted({int(c["step"]) for c in found})
+        return at, [
+            float(np.mean([c["metric"] for c in found if c["step"] == s])) for s in at
+        ]

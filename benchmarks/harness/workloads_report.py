@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import markdown, optimizers, plots, scoring
+from harness import markdown, optimizers, plots, records, scoring
 from harness import workloads_analysis as analysis
 from harness.optimizers import OPTIMIZERS, PAIRS
 
@@ -873,4 +873,280 @@ def plot_curves(path: pathlib.Path, results: analysis.Results) -> None:
         path,
         "Validation curves at the chosen rates (median over "
         "scored seeds); black line: target",
+    )
+
+
+# The cautious-by-horizon part (`workloads.py --horizon`).
+_SHORT_NAMES = {
+    "adamw": "AdamW",
+    "aadamw": "AAdamW",
+    "cautious_adamw": "C-AdamW",
+    "cautious_aadamw": "C-AAdamW",
+}
+HORIZON_RULES = (analysis.ALL_SEEDS, analysis.FIRST_SEED)
+
+
+def _short(name: str) -> str:
+    return _SHORT_NAMES.get(name, name)
+
+
+def _pair_text(pair: tuple[str, str] | list[str]) -> str:
+    return f"{_short(pair[0])} − {_short(pair[1])}"
+
+
+def _difference_text(values: tuple[float, float, float, int]) -> str:
+    mean, low, high, n = values
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def write_horizon(out: pathlib.Path) -> None:
+    """Writes workloads_horizon.md and its plot from the part's stored files."""
+    results = analysis.HorizonResults(out)
+    mode = " with --quick (a smoke test: tiny budgets)"
+    run = {**results.meta, "command": relative_command(results.meta["command"])}
+    lines = [
+        *markdown.header(
+            "Cautious by horizon: the mask and the acceleration at 300 and 1200 steps",
+            "benchmarks/workloads.py --horizon",
+            run,
+            mode if results.meta["quick"] else "",
+            _SHARED,
+        ),
+        "- Wall time per horizon: "
+        + ", ".join(f"{h} steps {s:.0f} s" for h, s in results.meta["seconds"].items())
+        + ".",
+        "",
+    ]
+    lines += _horizon_summary(results, out) + _horizon_rules(results)
+    lines += _horizon_finals(results) + _horizon_best(results)
+    lines += _horizon_differences(results)
+    markdown.write(out / "workloads_horizon.md", lines)
+    plot_horizon(out / "workloads_horizon_curves.png", results)
+
+
+def _horizon_summary(results: analysis.HorizonResults, out: pathlib.Path) -> list[str]:
+    rules = results.rules
+    primary = analysis.HORIZON_BEST_RATE["primary"]
+    seeds = len(rules["seeds"])
+    lines = [
+        "## Summary",
+        "",
+        f"Final {results.meta['horizons'][0]['metric']} on {rules['reference']}, "
+        f"{seeds} seeds, each optimizer at its best of three rates (`{primary}`: "
+        "chosen on the seeds it is scored on, so optimistic for every optimizer "
+        "alike); first minus second, mean paired by seed "
+        f"[{rules['interval_level']:.0%} t interval]. Below 0: the first ends "
+        "lower.",
+        "",
+    ]
+    for pair in rules["comparisons"]:
+        parts = [
+            f"{h} steps {_difference_text(results.difference(h, pair, primary))}"
+            for h in results.horizons
+        ]
+        if len(results.horizons) > 1:
+            change = _difference_text(results.change(pair, primary))
+            parts.append(f"change from the first to the last horizon {change}")
+        lines.append(f"- {_pair_text(pair)}: " + "; ".join(parts) + ".")
+    ends = [
+        f"{_short(o)} at {h} steps"
+        for h in results.horizons
+        for o in results.optimizers
+        if results.choice(h, o, primary)[0] != rules["centres"][o]
+    ]
+    if ends:
+        lines.append(
+            "- Best rate at an end of the three (a better rate may lie "
+            f"beyond it): {', '.join(ends)}."
+        )
+    reference = out / "workloads.csv"
+    if reference.exists() and not results.meta["quick"]:
+        gap, n = analysis.reproduction_gap(
+            results.runs, records.read_csv(reference), rules["reference"]
+        )
+        if n:
+            lines.append(
+                f"- The {results.horizons[0]}-step control repeats {n} scored runs "
+                "of the stored full-grid study (same optimizer, rate, seed and "
+                f"budget): the largest difference of their final metrics is "
+                f"{gap:.2g}."
+            )
+    return [*lines, ""]
+
+
+def _horizon_rules(results: analysis.HorizonResults) -> list[str]:
+    rules = results.rules
+    rates = "; ".join(
+        f"{_short(o)} "
+        + ", ".join(
+            f"{rate:.3g} (point {p})"
+            for p, rate in zip(rules["points"][o], rules["rates"][o], strict=True)
+        )
+        for o in rules["optimizers"]
+    )
+    best = rules["best_rate"]
+    return [
+        "## Rules, as recorded when the run started",
+        "",
+        "`workloads_horizon_run.json` holds them, written before any training.",
+        "",
+        f"- Rates: {rules['rate_rule']}. {rates}.",
+        f"- Seeds: {', '.join(map(str, rules['seeds']))}, every one at every "
+        f"rate and horizon; {rules['pairing']}.",
+        "- Horizons: "
+        + ", ".join(
+            f"{h} steps (validation every {rules['eval_every'][str(h)]})"
+            for h in rules["horizons"]
+        )
+        + f"; schedule: {rules['schedule']} (warm-up fraction "
+        f"{rules['warmup_fraction']}).",
+        f"- Best rate of the three, primary (`{best['primary']}`): "
+        f"{best['rules'][best['primary']]}. Sensitivity (`{best['sensitivity']}`): "
+        f"{best['rules'][best['sensitivity']]}.",
+        "- Comparisons: "
+        + ", ".join(_pair_text(p) for p in rules["comparisons"])
+        + f"; {rules['interval']}, level {rules['interval_level']:.0%}; "
+        f"metric: {rules['metric']}.",
+        "",
+    ]
+
+
+def _horizon_finals(results: analysis.HorizonResults) -> list[str]:
+    body = []
+    primary = analysis.HORIZON_BEST_RATE["primary"]
+    for h in results.horizons:
+        for o in results.optimizers:
+            best, _ = results.choice(h, o, primary)
+            for p, rate in zip(
+                results.rules["points"][o], results.rules["rates"][o], strict=True
+            ):
+                finals = results.finals(h, o, p)
+                cell = f"{np.mean(finals):.3f} ± {np.std(finals, ddof=1):.3f}"
+                body.append(
+                    [
+                        str(h),
+                        _short(o),
+                        f"{rate:.3g}",
+                        str(p - results.rules["centres"][o]),
+                        f"**{cell}**" if p == best else cell,
+                        str(len(finals)),
+                    ]
+                )
+    return [
+        "## Final metric per optimizer, rate and horizon",
+        "",
+        "Mean ± sd over seeds of the capped final metric; offset: grid points "
+        "from the stored study's choice; bold: the best of the three "
+        f"(`{primary}`).",
+        "",
+        *_table(["steps", "optimizer", "rate", "offset", "final", "seeds"], body),
+    ]
+
+
+def _horizon_best(results: analysis.HorizonResults) -> list[str]:
+    body = []
+    for h in results.horizons:
+        for o in results.optimizers:
+            cells = [str(h), _short(o)]
+            for rule in HORIZON_RULES:
+                point, seeds = results.choice(h, o, rule)
+                finals = analysis.horizon_finals(results.runs, h, o, point)
+                values = [finals[s] for s in seeds]
+                rate = results.rules["rates"][o][
+                    results.rules["points"][o].index(point)
+                ]
+                cells += [
+                    f"{rate:.3g}",
+                    f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+                    if len(values) > 1
+                    else f"{values[0]:.3f}",
+                ]
+            body.append(cells)
+    seeds = results.rules["seeds"]
+    return [
+        "## Best of three rates",
+        "",
+        f"Per optimizer and horizon, the rate each rule picks and the mean ± sd "
+        f"of the seeds it scores: `{HORIZON_RULES[0]}` picks and scores on seeds "
+        f"{seeds[0]}-{seeds[-1]}; `{HORIZON_RULES[1]}` picks on seed {seeds[0]} "
+        f"and scores seeds {seeds[1]}-{seeds[-1]}.",
+        "",
+        *_table(
+            [
+                "steps",
+                "optimizer",
+                f"rate ({HORIZON_RULES[0]})",
+                "final",
+                f"rate ({HORIZON_RULES[1]})",
+                "final",
+            ],
+            body,
+        ),
+    ]
+
+
+def _horizon_differences(results: analysis.HorizonResults) -> list[str]:
+    body = []
+    for pair in results.rules["comparisons"]:
+        for rule in HORIZON_RULES:
+            cells = [_pair_text(pair), f"`{rule}`"]
+            cells += [
+                _difference_text(results.difference(h, pair, rule))
+                for h in results.horizons
+            ]
+            if len(results.horizons) > 1:
+                cells.append(_difference_text(results.change(pair, rule)))
+            cells.append(str(results.difference(results.horizons[-1], pair, rule)[3]))
+            body.append(cells)
+    change = (
+        [f"{results.horizons[-1]} − {results.horizons[0]}"]
+        if len(results.horizons) > 1
+        else []
+    )
+    return [
+        "## Paired differences",
+        "",
+        "First minus second, each at its own best rate under the rule, paired "
+        f"by seed: mean [{results.rules['interval_level']:.0%} t interval]. The "
+        "last difference column is the change of the pair's difference from the "
+        "short horizon to the long one, paired by seed.",
+        "",
+        *_table(
+            [
+                "pair",
+                "rule",
+                *(f"{h} steps" for h in results.horizons),
+                *change,
+                "seeds",
+            ],
+            body,
+        ),
+    ]
+
+
+def plot_horizon(path: pathlib.Path, results: analysis.HorizonResults) -> None:
+    """Validation curves (mean over seeds) at each optimizer's best rate."""
+    primary = analysis.HORIZON_BEST_RATE["primary"]
+    fig, axes = plots.panels(len(results.horizons), cols=2)
+    for ax, h in zip(axes, results.horizons, strict=True):
+        finals = []
+        for o in results.optimizers:
+            point, _ = results.choice(h, o, primary)
+            steps, mean = results.curve(h, o, point)
+            rate = results.rules["rates"][o][results.rules["points"][o].index(point)]
+            ax.plot(steps, mean, label=f"{_short(o)}", **plots.style(o))
+            finals.append(mean[-1])
+            ax.annotate(f"{rate:.2g}", (steps[-1], mean[-1]), fontsize=7)
+        finite = [f for f in finals if math.isfinite(f)]
+        if finite:
+            ax.set_ylim(min(finite) - 0.2, min(finite) + 1.0)
+        ax.set_title(f"{h} steps")
+        ax.set_xlabel("step")
+        ax.set_ylabel(results.meta["horizons"][0]["metric"])
+    plots.save(
+        fig,
+        path,
+        f"{results.rules['reference']}: validation curves at each optimizer's "
+        f"best rate (`{primary}`), mean over seeds; labels: peak rate",
+        legend_columns=4,
     )
