@@ -18,6 +18,15 @@ step:
 Any other difference must be a row of the deviations table in
 docs/deviations.md; the table's ids are the keys of `DEVIATIONS` below, each
 checked on an example of its own.
+
+The cautious optimizers mask a direction and keep no state of their own, so
+they are run next to the optimizer they mask: `cautious_adamw` next to
+`optax.adamw` (and `optax.scale_by_adam` for its direction), `cautious_aadamw`
+next to `aadamw`. The state is the unmasked optimizer's bit for bit (to 2
+units in the last place for AAdam's memory, and under the wrappers that
+compute the gradient, as above), and the update is `-lr_n (mask(d_n) + wd_n
+theta)` with `d_n` the unmasked direction and `mask` the float64 reference of
+tests/cautious_reference.py.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import cautious_reference as cref
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -703,6 +713,327 @@ def test_alias_arguments_mean_what_optax_s_mean(name: str, kwargs: dict) -> None
             np.testing.assert_allclose(
                 mine.prev_update[leaf], wanted, rtol=1e-5, atol=1e-5
             )
+
+
+# --------------------------------------------------------------------------
+# The cautious optimizers: the unmasked optimizer's state, the reference mask.
+
+# name -> (ours, the optimizer it masks, the state class they share)
+CAUTIOUS: dict[str, tuple[Callable[..., Any], Callable[..., Any], type]] = {
+    "cautious_adamw": (ao.cautious_adamw, optax.adamw, optax.ScaleByAdamState),
+    "cautious_aadamw": (ao.cautious_aadamw, ao.aadamw, ao.ScaleByAAdamState),
+}
+# Wrappers that hand the inner transformation the gradient passed to update
+# whenever it steps: the mask reads that gradient's signs. Under clipping and
+# MultiSteps it reads a gradient the wrapper computed (a tiny component
+# clipped or averaged may flush to 0 and lose its sign), so there only the
+# state is compared.
+CAUTIOUS_MASK_WRAPPERS = RAW_GRADIENT_WRAPPERS | {"apply_if_finite"}
+CAUTIOUS_PARAMS = {
+    "w": np.array([1.0, -2.0, 0.5, 3.0, -0.25]),
+    "b": np.array([0.75, -1.5, 2.0]),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CautiousCase:
+    name: str
+    param_dtype: str
+    wrapper: str
+    options: tuple[tuple[str, Any], ...]  # shared with the unmasked optimizer
+    cautious_eps: float
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+@st.composite
+def cautious_cases(draw: st.DrawFn) -> CautiousCase:
+    name = draw(st.sampled_from(sorted(CAUTIOUS)))
+    param_dtype = draw(st.sampled_from(PARAM_DTYPES))
+    complex_param = "complex" in param_dtype
+    # Left out, each for a deviation the test above covers: injected complex
+    # hyperparameters on complex params (Optax multiplies by them, ours takes
+    # their real part: stable-dtypes); a real mu_dtype on complex params, or a
+    # complex one on real params (complex-mu-dtype, stable-dtypes: Optax's
+    # direction, which C-AdamW masks, changes dtype). And MultiSteps on complex
+    # params: it casts their accumulated gradient to a real dtype, which JAX
+    # deprecates (an error in a later JAX).
+    wrappers = [
+        w for w in WRAPPERS if not (complex_param and w in ("inject", "multi_steps"))
+    ]
+    mu_dtypes = [None, jnp.complex64] if complex_param else [None, jnp.bfloat16]
+    options: dict[str, Any] = {
+        "learning_rate": draw(st.sampled_from([0.5, 1e-3])),
+        "b1": draw(st.sampled_from([0.5, 0.9, 0.99])),
+        "b2": draw(st.sampled_from([0.0, 0.9, 0.999])),
+        "eps": draw(st.sampled_from([0.0, 1e-8, 1e-3])),
+        "eps_root": draw(st.sampled_from([0.0, 1e-8])),
+        "mu_dtype": draw(st.sampled_from(mu_dtypes)),
+        "weight_decay": draw(st.sampled_from([0.0, 0.25])),
+        "nesterov": draw(st.booleans()),
+    }
+    if name == "cautious_aadamw":
+        options["variant"] = draw(st.sampled_from(ao.VARIANTS))
+    return CautiousCase(
+        name=name,
+        param_dtype=param_dtype,
+        wrapper=draw(st.sampled_from(wrappers)),
+        options=tuple(options.items()),
+        # 1 is the default (the authors' first code), 0 and 1e-8 the paper's.
+        cautious_eps=draw(st.sampled_from([0.0, 1e-8, 1.0])),
+    )
+
+
+def _expected_cautious_update(
+    direction: np.ndarray,
+    grad: np.ndarray,
+    param: np.ndarray,
+    learning_rate: float,
+    weight_decay: float,
+    eps: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`-lr (mask(d) + wd theta)` in float64 (complex128), and the size of its
+    terms, `|lr| (|mask(d)| + |wd theta|)`, which rounding errors scale with.
+
+    The masked direction is rounded to the direction's dtype, as documented
+    (the scale may overflow float16 there); the rest is unrounded.
+    """
+    wide = np.complex128 if np.iscomplexobj(param) else np.float64
+    dtype = np.asarray(direction).dtype
+    direction, grad, param = (
+        np.asarray(x).astype(wide) for x in (direction, grad, param)
+    )
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        masked = cref.mask(direction, grad, eps).astype(dtype).astype(wide)
+        decay = weight_decay * param
+        size = abs(learning_rate) * (np.abs(masked) + np.abs(decay))
+        return -learning_rate * (masked + decay), size
+
+
+def _assert_cautious_update(
+    actual: Any,
+    expected: np.ndarray,
+    size: np.ndarray,
+    direction_dtype: Any,
+    what: str,
+) -> None:
+    """The same non-finite pattern, and the finite parts equal to a few roundings
+    of the update's or the direction's dtype, whichever is coarser (the scale
+    is rounded, then the masked direction, the decay's sum and the learning
+    rate's product), relative to the size of the terms: the decay may cancel
+    the direction, and a complex quotient's small part carries the rounding
+    of its modulus."""
+    actual = np.asarray(actual)
+    rtol = 8 * max(_dtype_eps(actual.dtype), _dtype_eps(direction_dtype))
+    tiny = max(
+        float(jnp.finfo(d).smallest_normal) for d in (actual.dtype, direction_dtype)
+    )
+    for a, e in zip(_parts(actual), _parts(expected), strict=True):
+        with np.errstate(over="ignore"):
+            e = e.astype(a.dtype).astype(np.float64)
+        a = a.astype(np.float64)
+        for pattern in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(pattern(a), pattern(e), err_msg=what)
+        finite = np.isfinite(e)
+        np.testing.assert_array_less(
+            np.abs(a - e)[finite], (rtol * size + tiny)[finite], err_msg=what
+        )
+
+
+def _run_cautious_case(case: CautiousCase, raw_grads: list[Any]) -> None:
+    ours_factory, theirs_factory, cls = CAUTIOUS[case.name]
+    dtype = jnp.dtype(case.param_dtype)
+    complex_param = jnp.issubdtype(dtype, jnp.complexfloating)
+    shift = (1 - 0.5j) if complex_param else 1.0
+    params = {
+        k: jnp.asarray(v * shift).astype(dtype) for k, v in CAUTIOUS_PARAMS.items()
+    }
+    grads = [
+        {
+            k: jnp.asarray(v if complex_param else v.real).astype(dtype)
+            for k, v in g.items()
+        }
+        for g in raw_grads
+    ]
+    kwargs = case.kwargs
+    ours_tx = _wrap(
+        ours_factory, {**kwargs, "cautious_eps": case.cautious_eps}, case.wrapper
+    )
+    theirs_tx = _wrap(theirs_factory, kwargs, case.wrapper)
+    if case.wrapper == "inject" and dtype.itemsize == 2:
+        # b2 = 0.999 in the params' 16-bit dtype may round to 1 (out-of-range).
+        try:
+            ours_tx.init(params)
+        except ValueError as error:
+            assert "hyperparam_dtype" in str(error)
+            return
+    ours_states, ours_updates = _run(ours_tx, params, grads)
+    theirs_states, theirs_updates = _run(theirs_tx, params, grads)
+    if case.name == "cautious_adamw":
+        # Optax's own a_n, from its own transformation under the same wrapper.
+        adam = {k: kwargs[k] for k in ("b1", "b2", "eps", "eps_root", "mu_dtype")}
+        adam["nesterov"] = kwargs["nesterov"]
+        _, directions = _run(
+            _wrap(optax.scale_by_adam, adam, case.wrapper), params, grads
+        )
+    # The same state layout: a checkpoint of one restores into the other.
+    if case.wrapper not in ("inject", "inject_float32"):  # + cautious_eps
+        assert jax.tree.structure(ours_states[0]) == jax.tree.structure(
+            theirs_states[0]
+        )
+    leaves = ["w"] if case.wrapper == "masked" else list(SHAPES)
+    for n, grad in enumerate(grads):
+        before = _inner(ours_states[n], cls)
+        after = _inner(ours_states[n + 1], cls)
+        theirs = _inner(theirs_states[n + 1], cls)
+        # The mask touches no moment, nor AAdam's memory (which keeps u_n).
+        # The memory is a longer computation than the moments, which XLA may
+        # contract differently in two programs: to 2 units in the last place.
+        for field in after._fields:
+            for (path, mine), other in zip(
+                jax.tree_util.tree_leaves_with_path(getattr(after, field)),
+                jax.tree.leaves(getattr(theirs, field)),
+                strict=True,
+            ):
+                what = f"{field}{jax.tree_util.keystr(path)}"
+                exact = case.wrapper in CAUTIOUS_MASK_WRAPPERS
+                exact = exact and field != "prev_update"
+                if exact or not jnp.issubdtype(mine.dtype, jnp.inexact):
+                    _assert_bitwise(mine, other, what)
+                else:
+                    with np.errstate(invalid="ignore"):  # inf - inf, not compared
+                        _assert_within_ulps(mine, other, what)
+        for leaf in SHAPES:
+            # Where Optax's update changes dtype (stable-dtypes), ours does too:
+            # C-AdamW is a drop-in for optax.adamw, C-AAdamW for aadamw.
+            assert ours_updates[n][leaf].dtype == theirs_updates[n][leaf].dtype
+            assert ours_updates[n][leaf].shape == grad[leaf].shape
+        if case.wrapper == "masked":
+            _assert_bitwise(ours_updates[n]["b"], grad["b"], "masked-out update")
+        if case.wrapper not in CAUTIOUS_MASK_WRAPPERS:
+            continue
+        if int(after.count) == int(before.count):
+            continue  # the wrapper skipped the inner step
+        for leaf in leaves:
+            if case.name == "cautious_adamw":
+                direction = np.asarray(directions[n][leaf])
+            else:
+                direction = np.asarray(after.prev_update[leaf])
+            expected, size = _expected_cautious_update(
+                direction,
+                np.asarray(grad[leaf]),
+                np.asarray(params[leaf]),
+                _injected(ours_states[n + 1], "learning_rate", kwargs["learning_rate"]),
+                _injected(ours_states[n + 1], "weight_decay", kwargs["weight_decay"]),
+                _injected(ours_states[n + 1], "cautious_eps", case.cautious_eps),
+            )
+            _assert_cautious_update(
+                ours_updates[n][leaf],
+                expected,
+                size,
+                direction.dtype,
+                f"update[{leaf}]",
+            )
+
+
+# Each example compiles two or three optimizers: fewer examples than above.
+@settings(max_examples=12, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(case=cautious_cases(), grads=gradient_sequences())
+def test_cautious_is_the_unmasked_optimizer_then_the_reference_mask(
+    case: CautiousCase, grads: list[Any]
+) -> None:
+    with jax.enable_x64(case.param_dtype in ("float64", "complex128")):
+        _run_cautious_case(case, grads)
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, own",
+    [
+        (ao.cautious_adamw, optax.adamw, {"cautious_eps"}),
+        (ao.cautious_aadamw, optax.adamw, AADAM_ONLY | {"cautious_eps"}),
+        (ao.cautious_aadamw, ao.aadamw, {"cautious_eps"}),
+    ],
+    ids=["cautious_adamw", "cautious_aadamw-optax", "cautious_aadamw-aadamw"],
+)
+def test_cautious_signature_is_the_unmasked_one_then_cautious_eps(
+    ours: Callable[..., Any], theirs: Callable[..., Any], own: set[str]
+) -> None:
+    """The masked optimizer's parameters, in order with their defaults and
+    kinds; its own after them, keyword-only, `cautious_eps` defaulting to 1
+    (the authors' original code)."""
+    mine = list(inspect.signature(ours).parameters.values())
+    other = list(inspect.signature(theirs).parameters.values())
+    assert [(p.name, p.kind, p.default) for p in mine[: len(other)]] == [
+        (p.name, p.kind, p.default) for p in other
+    ]
+    extra = mine[len(other) :]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in extra)
+    assert {p.name for p in extra} <= own
+    assert extra[-1].name == "cautious_eps" and extra[-1].default == 1.0
+
+
+@pytest.mark.parametrize("name", ["cautious", "scale_by_cautious"])
+def test_cautious_wrappers_take_eps_by_keyword_only(name: str) -> None:
+    parameters = list(inspect.signature(getattr(ao, name)).parameters.values())
+    assert [(p.name, p.kind, p.default) for p in parameters[1:]] == [
+        ("eps", inspect.Parameter.KEYWORD_ONLY, 1.0)
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"learning_rate": optax.linear_schedule(0.5, 0.125, 4), "weight_decay": 0.25},
+        {"learning_rate": 0.5, "weight_decay": WEIGHT_DECAY_SCHEDULE},
+        {"learning_rate": 0.5, "weight_decay": 0.25, "mask": {"w": True, "b": False}},
+        {
+            "learning_rate": 0.5,
+            "weight_decay": 0.25,
+            "mask": lambda p: jax.tree.map(lambda x: x.ndim > 1, p),
+            "nesterov": True,
+        },
+    ],
+    ids=["lr-schedule", "wd-schedule", "decay-mask", "mask-fn-nesterov"],
+)
+def test_cautious_adamw_arguments_mean_what_optax_adamw_s_mean(kwargs: dict) -> None:
+    """Moments bitwise optax.adamw's, and `updates = -lr_n (mask(a_n) + wd_n
+    theta)` where the decay applies, with `a_n` optax.scale_by_adam's own: the
+    learning rate, decay schedule and decay mask read as Optax reads them, the
+    decay never masked by the cautious mask."""
+    params = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.25, -1.0])}
+    rng = np.random.default_rng(0)
+    grads = [
+        jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+        for _ in range(4)
+    ]
+    ours_states, ours_updates = _run(ao.cautious_adamw(**kwargs), params, grads)
+    theirs_states, _ = _run(optax.adamw(**kwargs), params, grads)
+    adam = optax.scale_by_adam(nesterov=kwargs.get("nesterov", False))
+    _, directions = _run(adam, params, grads)
+    learning_rate, decay = kwargs["learning_rate"], kwargs["weight_decay"]
+    mask = kwargs.get("mask", jax.tree.map(lambda _: True, params))
+    mask = mask(params) if callable(mask) else mask
+    kept = 0
+    for n in range(len(grads)):
+        mine = _inner(ours_states[n + 1], optax.ScaleByAdamState)
+        other = _inner(theirs_states[n + 1], optax.ScaleByAdamState)
+        jax.tree.map(functools.partial(_assert_bitwise, what="state"), mine, other)
+        lr = learning_rate(n) if callable(learning_rate) else learning_rate
+        wd = decay(n) if callable(decay) else decay
+        for leaf, param in params.items():
+            expected, _ = _expected_cautious_update(
+                directions[n][leaf], grads[n][leaf], param, lr, wd * mask[leaf], 1.0
+            )
+            np.testing.assert_allclose(
+                ours_updates[n][leaf], expected, rtol=1e-6, atol=1e-7
+            )
+            kept += int(
+                np.sum(np.asarray(directions[n][leaf]) * np.asarray(grads[n][leaf]) > 0)
+            )
+    # The gradients flip sign: some steps are masked, some kept.
+    assert 0 < kept < len(grads) * sum(np.size(p) for p in params.values())
 
 
 # --------------------------------------------------------------------------

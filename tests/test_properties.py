@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import cautious_reference as cref
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpy_reference as ref
 import optax
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aadam_optax
@@ -173,6 +174,81 @@ def test_random_trees_dtypes_and_hyperparameters(
     double = dtype_name == "float64"
     rtol, atol = (1e-9, 1e-12 * scale) if double else (1e-4, 1e-5 * scale)
     np.testing.assert_allclose(actual, history.accelerated, rtol=rtol, atol=atol)
+
+
+# Fewer examples than the profile's: each runs two transformations eagerly.
+@settings(max_examples=12)
+@given(
+    shape_tree=trees(),
+    dtype_name=st.sampled_from(["float64", "float32", "bfloat16", "float16"]),
+    hyper=hyperparameters,
+    variant=st.sampled_from(aadam_optax.VARIANTS),
+    family=families,
+    steps=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+    cautious_eps=st.sampled_from([0.0, 1e-8, 1.0]),
+)
+def test_cautious_mask_keeps_the_inner_state_and_masks_each_leaf(
+    shape_tree: Any,
+    dtype_name: str,
+    hyper: dict,
+    variant: str,
+    family: str,
+    steps: int,
+    seed: int,
+    cautious_eps: float,
+) -> None:
+    """`scale_by_cautious(t)` keeps `t`'s state bit for bit (the mask has none)
+    and returns, leaf by leaf, the reference mask of `t`'s own update, rounded
+    to its dtype: the count runs over one leaf, a scalar leaf is a leaf of one,
+    an empty leaf stays empty, and nothing kept gives zeros (also with eps =
+    0). The dtype and structure are the gradients'; no NaN where `t` has none.
+
+    The mask reads `t`'s update, not the reference's, so that a sign rounded
+    differently from float64 cannot make the comparison flaky; the directions
+    themselves are checked against the reference in the test above.
+    """
+    low_precision = dtype_name in ("bfloat16", "float16")
+    if low_precision:
+        hyper = {**hyper, "eps": 1e-3, "eps_root": 0.0}
+    dtype = jnp.dtype(dtype_name)
+    # The mask's scale is computed in at least float32, then rounded.
+    rtol = 4 * float(jnp.finfo(dtype).eps)
+    atol = 4 * float(jnp.finfo(dtype).smallest_normal)
+    with jax.enable_x64(dtype_name == "float64"):
+        grads = gradient_sequence(shape_tree, steps, seed, dtype, low_precision)
+        inner = make_transform(family, hyper, variant)
+        masked = aadam_optax.scale_by_cautious(inner, eps=cautious_eps)
+        state = inner.init(grads[0])
+        masked_state = masked.init(grads[0])
+        for grad in grads:
+            update, state = inner.update(grad, state)
+            masked_update, masked_state = masked.update(grad, masked_state)
+            assert jax.tree.structure(masked_state) == jax.tree.structure(state)
+            for mine, theirs in zip(
+                jax.tree.leaves(masked_state), jax.tree.leaves(state), strict=True
+            ):
+                assert mine.dtype == theirs.dtype
+                np.testing.assert_array_equal(mine, theirs)
+            assert jax.tree.structure(masked_update) == jax.tree.structure(grad)
+            for m, u, g in zip(
+                jax.tree.leaves(masked_update),
+                jax.tree.leaves(update),
+                jax.tree.leaves(grad),
+                strict=True,
+            ):
+                assert m.dtype == dtype and m.shape == g.shape
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                    expected = cref.mask(
+                        np.asarray(u, np.float64),
+                        np.asarray(g, np.float64),
+                        cautious_eps,
+                    )
+                    expected = np.asarray(expected.astype(dtype), np.float64)
+                actual = np.asarray(m, np.float64)
+                np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+                finite = np.isfinite(np.asarray(u, np.float64))
+                assert np.all(np.isfinite(actual[finite]))
 
 
 def test_ten_thousand_steps_match_reference() -> None:

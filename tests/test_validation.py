@@ -31,12 +31,20 @@ FACTORIES: dict[str, Callable[..., optax.GradientTransformation]] = {
     "scale_by_aamsgrad": ao.scale_by_aamsgrad,
     "aamsgrad": ao.aamsgrad,
     "accelerate": ao.accelerate,
+    "cautious": ao.cautious,
+    "scale_by_cautious": ao.scale_by_cautious,
+    "cautious_adamw": ao.cautious_adamw,
+    "cautious_aadamw": ao.cautious_aadamw,
 }
+# Whose `b1` is Adam's own decay rate, in [0, 1) as in optax.adamw, rather than
+# AAdam's acceleration weight, in (0, 1).
+ADAM_B1 = {"cautious_adamw"}
 
 # Arguments every call needs; the tests override one argument at a time.
 REQUIRED: dict[str, Any] = {
     "learning_rate": 0.1,
     "inner": optax.scale_by_adam(),
+    "optimizer": optax.adam(0.1),
 }
 
 NAN, INF = float("nan"), float("inf")
@@ -94,6 +102,9 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
         (np.array(np.inf), ValueError, NON_NEGATIVE),
         ("1e-8", TypeError, NUMBER),
         (None, TypeError, NUMBER),
+        (True, TypeError, NUMBER),
+        (np.False_, TypeError, NUMBER),
+        (-INF, ValueError, NON_NEGATIVE),
     ],
     "learning_rate": [
         (-0.1, ValueError, NON_NEGATIVE),
@@ -135,6 +146,8 @@ BAD_VALUES: dict[str, list[tuple[Any, type[Exception], str]]] = {
     ],
 }
 BAD_VALUES["eps_root"] = BAD_VALUES["eps"]
+# The cautious mask's eps (added to the kept count): finite and >= 0 too.
+BAD_VALUES["cautious_eps"] = BAD_VALUES["eps"]
 BAD_VALUES["weight_decay"] = BAD_VALUES["learning_rate"]
 BAD_VALUES["bias_correction_mu"] = BAD_VALUES["nesterov"]
 BAD_VALUES["bias_correction_nu"] = BAD_VALUES["nesterov"]
@@ -145,7 +158,15 @@ BAD_VALUES["prev_update_dtype"] = [
 ]
 
 # Arguments that take objects rather than values; tested separately below.
-NOT_VALUES = {"inner", "mask"}
+NOT_VALUES = {"inner", "optimizer", "mask"}
+
+
+def _bad_values(name: str, argument: str) -> list[tuple[Any, type[Exception], str]]:
+    """The bad values of `argument` for the factory `name`."""
+    if argument == "b1" and name in ADAM_B1:
+        # Adam's b1 is a decay rate like b2 (b1 = 0 is RMSprop's direction).
+        return BAD_VALUES["b2"]
+    return BAD_VALUES[argument]
 
 
 def _build(name: str, **overrides: Any) -> optax.GradientTransformation:
@@ -162,7 +183,8 @@ def _cases() -> list[Any]:
         for argument in inspect.signature(factory).parameters:
             if argument in NOT_VALUES:
                 continue
-            for index, (value, error, allowed) in enumerate(BAD_VALUES[argument]):
+            bad = _bad_values(name, argument)
+            for index, (value, error, allowed) in enumerate(bad):
                 cases.append(
                     pytest.param(
                         name,
@@ -197,6 +219,35 @@ def test_bad_constructor_argument_names_itself_and_what_is_allowed(
 def test_accelerate_rejects_an_inner_that_is_not_a_transformation(inner: Any) -> None:
     with pytest.raises(TypeError, match="inner"):
         ao.accelerate(inner)
+
+
+@pytest.mark.parametrize(
+    ("name", "argument", "value"),
+    [
+        ("cautious", "optimizer", optax.adam),
+        ("cautious", "optimizer", ao.aadamw),
+        ("cautious", "optimizer", None),
+        ("cautious", "optimizer", 0.1),
+        ("scale_by_cautious", "inner", optax.scale_by_adam),
+        ("scale_by_cautious", "inner", None),
+    ],
+    ids=lambda x: getattr(x, "__name__", repr(x)),
+)
+def test_cautious_rejects_what_is_not_a_transformation(
+    name: str, argument: str, value: Any
+) -> None:
+    """`cautious(optax.adam)` (the factory, not `optax.adam(lr)`) names the
+    argument, shows an example and says what to pass."""
+    with pytest.raises(TypeError, match=f"^{argument} must be an optax") as info:
+        FACTORIES[name](value)
+    assert "Pass the transformation, not the function that builds it" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["cautious", "scale_by_cautious"])
+def test_cautious_eps_is_keyword_only(name: str) -> None:
+    """`cautious(opt, 1e-8)` would be read as nothing else: it is refused."""
+    with pytest.raises(TypeError):
+        FACTORIES[name](REQUIRED["optimizer"], 1e-8)
 
 
 # --------------------------------------------------------------------------
@@ -234,6 +285,10 @@ EDGE_VALUES: list[tuple[str, Any]] = [
     ("mu_dtype", jnp.bfloat16),
     ("mu_dtype", "float16"),
     ("prev_update_dtype", np.dtype("float32")),
+    # 0 divides by the kept count alone (the paper's current version).
+    ("cautious_eps", 0.0),
+    ("cautious_eps", jnp.array(1e-8)),
+    ("cautious_eps", np.float32(2.0)),
 ]
 
 
@@ -261,7 +316,15 @@ def test_valid_edge_values_construct_and_step(
     assert np.all(np.isfinite(updates["w"]))
 
 
-@pytest.mark.parametrize("name", list(FACTORIES))
+# The factories whose b1 is AAdam's acceleration weight.
+ACCELERATED = [
+    name
+    for name, factory in FACTORIES.items()
+    if "b1" in inspect.signature(factory).parameters and name not in ADAM_B1
+]
+
+
+@pytest.mark.parametrize("name", ACCELERATED)
 def test_zero_b1_is_rejected_saying_why(name: str) -> None:
     """`u_n = b1 a_n + (1 - b1) c_n u_{n-1}` from `u_0 = 0` is 0 for every n when
     b1 = 0: such an optimizer never moves (unlike Adam, where b1 = 0 is
@@ -270,7 +333,7 @@ def test_zero_b1_is_rejected_saying_why(name: str) -> None:
         _build(name, b1=0.0)
 
 
-@pytest.mark.parametrize("name", list(FACTORIES))
+@pytest.mark.parametrize("name", ACCELERATED)
 def test_b1_of_one_is_rejected_for_its_own_reason(name: str) -> None:
     with pytest.raises(
         ValueError, match="^b1 must be in .*first moment.*never leaves 0"
@@ -278,10 +341,27 @@ def test_b1_of_one_is_rejected_for_its_own_reason(name: str) -> None:
         _build(name, b1=1.0)
 
 
+@pytest.mark.parametrize("b1", [0.0, jnp.array(0.0)], ids=["float", "array"])
+def test_cautious_adamw_takes_adam_s_b1_of_zero(b1: Any) -> None:
+    """As in optax.adamw, b1 = 0 is allowed (Adam's direction is then
+    `g / (|g| + eps)` from the first step on), and 1 is not."""
+    opt = ao.cautious_adamw(0.1, b1=b1, weight_decay=0.0, cautious_eps=0.0)
+    params = jnp.array([1.0, -2.0])
+    grads = jnp.array([0.5, -0.25])
+    state = opt.init(params)
+    for _ in range(2):
+        updates, state = opt.update(grads, state, params)
+    # Both components agree with their gradient: none masked, scale 2 / 2.
+    # (float32 rounds 1 - 0.999 by 1.3e-5 relative.)
+    np.testing.assert_allclose(updates, -0.1 * np.sign(grads), rtol=2e-5)
+    with pytest.raises(ValueError, match=r"^b1 must be in \[0, 1\)"):
+        ao.cautious_adamw(0.1, b1=1.0)
+
+
 @pytest.mark.parametrize(
     "factory",
-    [ao.aadam, ao.aadamw, ao.aadamax, ao.aamsgrad],
-    ids=["aadam", "aadamw", "aadamax", "aamsgrad"],
+    [ao.aadam, ao.aadamw, ao.aadamax, ao.aamsgrad, ao.cautious_aadamw],
+    ids=["aadam", "aadamw", "aadamax", "aamsgrad", "cautious_aadamw"],
 )
 def test_hyperparameters_injected_as_arrays_pass_validation_under_jit(
     factory: Callable,
@@ -314,6 +394,10 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "aadamax": lambda: ao.aadamax(0.1),
     "aamsgrad": lambda: ao.aamsgrad(0.1),
     "accelerate": lambda: ao.accelerate(optax.scale_by_adam()),
+    # The mask wraps AAdam, whose checks run first. cautious_adamw is not
+    # here: its state is optax.adamw's, whose update and init check nothing.
+    "cautious_aadamw": lambda: ao.cautious_aadamw(0.1),
+    "cautious(aadam)": lambda: ao.cautious(ao.aadam(0.1)),
 }
 
 
