@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from benchmark_helpers import assert_valid_png, read_csv, run_script
+from benchmark_helpers import ROOT, assert_valid_png, read_csv, run_script
 
 SCRIPT = "workloads.py"
 OPTIMIZERS = ("aadamw", "adamw", "lion")
@@ -319,3 +319,138 @@ def test_merge_refuses_results_of_other_settings(out_dir, tmp_path):
             str(merged),
         )
     assert "other settings (points)" in error.value.stderr
+
+
+# The cautious-by-horizon part: `--horizon --quick` end to end (about 30 s).
+HORIZON_OPTIMIZERS = ("adamw", "aadamw", "cautious_adamw", "cautious_aadamw")
+QUICK_HORIZONS = (10, 40)
+
+
+@pytest.fixture(scope="module")
+def horizon_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("horizon")
+    run_script(SCRIPT, "--horizon", "--quick", "--out", str(out))
+    return out
+
+
+def test_horizon_quick_runs_every_rate_on_every_seed_at_both_horizons(horizon_dir):
+    meta = json.loads((horizon_dir / "workloads_horizon_run.json").read_text())
+    rules = meta["rules"]
+    # The stored study's choices on mnist_logreg (the quick reference), read
+    # by hand: the tuning run with the lowest final metric.
+    stored = read_csv(ROOT / "benchmarks" / "results" / "workloads.csv")
+    tune = [
+        r for r in stored if r["workload"] == "mnist_logreg" and r["phase"] == "tune"
+    ]
+    centre = {
+        o: int(
+            min(
+                (r for r in tune if r["optimizer"] == o),
+                key=lambda r: (float(r["final_metric"]), int(r["point"])),
+            )["point"]
+        )
+        for o in ("adamw", "aadamw", "cautious_adamw")
+    }
+    centre["cautious_aadamw"] = centre["aadamw"]
+    assert rules["centres"] == centre
+    assert rules["seeds"] == [1, 2] and rules["horizons"] == list(QUICK_HORIZONS)
+    rows = read_csv(horizon_dir / "workloads_horizon.csv")
+    cells = {
+        (r["optimizer"], int(r["steps"]), int(r["point"]), int(r["seed"])) for r in rows
+    }
+    expected = {
+        (o, h, p, s)
+        for o in HORIZON_OPTIMIZERS
+        for h in QUICK_HORIZONS
+        for p in (centre[o] - 1, centre[o], centre[o] + 1)
+        for s in (1, 2)
+    }
+    assert len(rows) == len(cells) == 48 and cells == expected
+    curves = read_csv(horizon_dir / "workloads_horizon_curves.csv")
+    for r in rows:
+        mine = [
+            c
+            for c in curves
+            if (c["optimizer"], c["steps"], c["point"], c["seed"])
+            == (r["optimizer"], r["steps"], r["point"], r["seed"])
+        ]
+        every = rules["eval_every"][r["steps"]]
+        assert [int(c["step"]) for c in mine] == list(
+            range(0, int(r["steps"]) + 1, every)
+        )
+        assert float(mine[-1]["metric"]) == float(r["final_metric"])
+        assert int(r["offset"]) == int(r["point"]) - centre[r["optimizer"]]
+    assert meta["files"] == [
+        "workloads_horizon.csv",
+        "workloads_horizon_curves.csv",
+        "workloads_horizon_run.json",
+        "workloads_horizon.md",
+        "workloads_horizon_curves.png",
+    ]
+    assert_valid_png(horizon_dir / "workloads_horizon_curves.png", 300, 200)
+    assert set(meta["seconds"]) == {"10", "40"}
+
+
+def _best(rows, steps, optimizer, seeds):
+    finals = defaultdict(dict)
+    for r in rows:
+        if r["optimizer"] == optimizer and int(r["steps"]) == steps:
+            value = min(float(r["final_metric"]), float(r["initial_metric"]))
+            finals[int(r["point"])][int(r["seed"])] = value
+    point = min(finals, key=lambda p: (np.mean([finals[p][s] for s in seeds]), p))
+    return finals[point]
+
+
+def test_horizon_report_shows_the_paired_differences_of_the_stored_runs(horizon_dir):
+    from scipy import stats
+
+    rows = read_csv(horizon_dir / "workloads_horizon.csv")
+    text = (horizon_dir / "workloads_horizon.md").read_text()
+    names = {
+        "adamw": "AdamW",
+        "aadamw": "AAdamW",
+        "cautious_adamw": "C-AdamW",
+        "cautious_aadamw": "C-AAdamW",
+    }
+    for first, second in (
+        ("cautious_aadamw", "cautious_adamw"),
+        ("cautious_aadamw", "aadamw"),
+        ("cautious_adamw", "adamw"),
+        ("aadamw", "adamw"),
+    ):
+        cells = []
+        for steps in QUICK_HORIZONS:
+            a, b = (_best(rows, steps, o, [1, 2]) for o in (first, second))
+            d = np.array([a[s] - b[s] for s in (1, 2)])
+            half = stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
+            mean = d.mean()
+            cells.append(f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]")
+        pair = f"{names[first]} − {names[second]}"
+        line = f"- {pair}: 10 steps {cells[0]}; 40 steps {cells[1]}"
+        assert line in text, line
+    for section in (
+        "## Summary",
+        "## Rules, as recorded when the run started",
+        "## Final metric per optimizer, rate and horizon",
+        "## Best of three rates",
+        "## Paired differences",
+    ):
+        assert section in text
+    meta = json.loads((horizon_dir / "workloads_horizon_run.json").read_text())
+    assert f"- Numerics fingerprint: `{meta['provenance']['numerics']['hash']}`" in text
+
+
+def test_horizon_report_only_rewrites_the_same_report(horizon_dir):
+    before = (horizon_dir / "workloads_horizon.md").read_text()
+    (horizon_dir / "workloads_horizon.md").unlink()
+    run_script(SCRIPT, "--report-only", "--out", str(horizon_dir))
+    assert (horizon_dir / "workloads_horizon.md").read_text() == before
+    assert not (horizon_dir / "workloads.md").exists()
+
+
+def test_horizon_refuses_the_full_grid_options(tmp_path):
+    with pytest.raises(subprocess.CalledProcessError) as error:
+        run_script(
+            SCRIPT, "--horizon", "--workloads", "bytes_lm", "--out", str(tmp_path)
+        )
+    assert "--horizon runs its own plan: drop --workloads" in error.value.stderr

@@ -7,6 +7,8 @@ definition in `benchmarks/workloads.py`'s docstring and the report's Method.
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 import pathlib
 import sys
@@ -431,3 +433,149 @@ def test_report_commands_are_relative_to_the_repository(tmp_path):
     # Outside any repository: as recorded.
     outside = command.format("/scratch/run7")
     assert workloads_report.relative_command(outside, tmp_path) == outside
+
+
+# The cautious-by-horizon part (`workloads.py --horizon`).
+STORED = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def test_cautious_aadamw_is_a_relative_on_the_adam_grid_outside_the_stored_study():
+    cautious = optimizers.OPTIMIZERS["cautious_aadamw"]
+    assert cautious.relative
+    np.testing.assert_array_equal(
+        cautious.grid(), optimizers.OPTIMIZERS["adamw"].grid()
+    )
+    # The stored study ran without it; full-grid runs default to its seven.
+    stored = json.loads((STORED / "workloads_run.json").read_text())
+    assert list(optimizers.STUDY_OPTIMIZERS) == stored["optimizers"]
+    assert "cautious_aadamw" not in optimizers.STUDY_OPTIMIZERS
+
+
+def test_horizon_plan_rates_are_the_stored_choices_and_their_neighbours():
+    import workloads
+
+    # By hand from the stored runs: the tuning run (seed 0) with the lowest
+    # final metric on bytes_lm is each optimizer's chosen point.
+    rows = [
+        r
+        for r in csv.DictReader((STORED / "workloads.csv").open())
+        if r["workload"] == "bytes_lm" and r["phase"] == "tune"
+    ]
+    chosen = {}
+    for name in ("adamw", "aadamw", "cautious_adamw"):
+        tune = [r for r in rows if r["optimizer"] == name]
+        best = min(tune, key=lambda r: (float(r["final_metric"]), int(r["point"])))
+        chosen[name] = int(best["point"])
+    # C-AAdamW, not in the stored study, takes AAdamW's.
+    chosen["cautious_aadamw"] = chosen["aadamw"]
+    assert chosen == dict.fromkeys(chosen, 5)  # the study's rate 0.0075
+    meta = workloads.horizon_settings(workloads.HORIZON, STORED, 5, quick=False)
+    rules = meta["rules"]
+    assert rules["optimizers"] == [
+        "adamw",
+        "aadamw",
+        "cautious_adamw",
+        "cautious_aadamw",
+    ]
+    assert rules["rate_of"] == {"cautious_aadamw": "aadamw"}
+    assert rules["centres"] == chosen
+    grid = optimizers.OPTIMIZERS["adamw"].grid()
+    for name, centre in chosen.items():
+        assert rules["points"][name] == [centre - 1, centre, centre + 1]
+        np.testing.assert_allclose(rules["rates"][name], grid[centre - 1 : centre + 2])
+    np.testing.assert_allclose(
+        rules["rates"]["adamw"], [10**-2.5, 10**-2.125, 10**-1.75]
+    )
+    assert rules["seeds"] == [1, 2, 3, 4, 5]
+    assert rules["horizons"] == [300, 1200]
+    assert rules["eval_every"] == {"300": 20, "1200": 60}
+    assert rules["warmup_fraction"] == 0.05
+    assert rules["best_rate"]["primary"] == "all_seeds"
+    assert rules["best_rate"]["sensitivity"] == "first_seed"
+    assert rules["comparisons"] == [
+        ["cautious_aadamw", "cautious_adamw"],
+        ["cautious_aadamw", "aadamw"],
+        ["cautious_adamw", "adamw"],
+        ["aadamw", "adamw"],
+    ]
+    assert rules["interval_level"] == 0.95
+    # The 300-step control is the stored study's budget exactly.
+    assert workloads.HORIZON.budget == {"batch_size": 16, "val_windows": 64}
+    assert workloads.PLANS["bytes_lm"].budget == {
+        "steps": 300,
+        "eval_every": 20,
+        **workloads.HORIZON.budget,
+    }
+    # At a grid end the neighbours it lacks are left out.
+    assert analysis.horizon_points(0, 9) == [0, 1]
+    assert analysis.horizon_points(8, 9) == [7, 8]
+
+
+def horizon_row(optimizer, steps, point, seed, final, initial=9.0):
+    return {
+        "optimizer": optimizer,
+        "steps": steps,
+        "point": point,
+        "seed": seed,
+        "initial_metric": initial,
+        "final_metric": final,
+    }
+
+
+# Final metrics [optimizer][point] per seed 1, 2, 3 at one horizon.
+HORIZON_HAND = {
+    "a": {4: [3.0, 3.2, 3.4], 5: [2.0, 2.6, 2.3], 6: [2.5, 2.4, 2.6]},
+    "b": {4: [2.1, 2.2, 2.0], 5: [2.9, 3.0, 3.1], 6: [math.inf, 3.3, 3.3]},
+}
+
+
+def hand_rows(steps=100, shift=0.0):
+    return [
+        horizon_row(o, steps, p, s + 1, v + shift if o == "a" else v)
+        for o, by_point in HORIZON_HAND.items()
+        for p, values in by_point.items()
+        for s, v in enumerate(values)
+    ]
+
+
+def test_horizon_best_rates_and_paired_differences_by_hand():
+    rows = hand_rows()
+    # Means over seeds: a 3.2, 2.3, 2.5 -> point 5; b 2.1, 3.0, (inf capped to 9.0
+    # + 3.3 + 3.3) / 3 = 5.2 -> point 4.
+    assert analysis.horizon_choice(rows, 100, "a", analysis.ALL_SEEDS) == (5, [1, 2, 3])
+    assert analysis.horizon_choice(rows, 100, "b", analysis.ALL_SEEDS) == (4, [1, 2, 3])
+    # a at 5 minus b at 4, per seed: -0.1, 0.4, 0.3.
+    diff = analysis.horizon_difference(rows, 100, ("a", "b"))
+    assert diff == pytest.approx({1: -0.1, 2: 0.4, 3: 0.3})
+    mean, low, high = analysis.interval(list(diff.values()))
+    half = 4.302653 * float(np.std([-0.1, 0.4, 0.3], ddof=1)) / math.sqrt(3)
+    assert mean == pytest.approx(0.2)
+    assert (low, high) == pytest.approx((0.2 - half, 0.2 + half), rel=1e-6)
+    # Seed 1 picks: a 2.0 at 5, b 2.1 at 4; scored on seeds 2, 3 only.
+    assert analysis.horizon_choice(rows, 100, "a", analysis.FIRST_SEED) == (5, [2, 3])
+    first = analysis.horizon_difference(rows, 100, ("a", "b"), analysis.FIRST_SEED)
+    assert first == pytest.approx({2: 0.4, 3: 0.3})
+    # Ties of the mean go to the lower rate.
+    tied = [horizon_row("c", 100, p, 1, 1.0) for p in (6, 4, 5)]
+    assert analysis.horizon_choice(tied, 100, "c", analysis.ALL_SEEDS)[0] == 4
+
+
+def test_horizon_change_pairs_the_two_horizons_by_seed():
+    # At the long horizon a is 1.0 lower everywhere: the best points stay,
+    # each seed's difference falls by exactly 1.0.
+    rows = hand_rows(100) + hand_rows(400, shift=-1.0)
+    change = analysis.horizon_change(rows, 100, 400, ("a", "b"))
+    assert change == pytest.approx({1: -1.0, 2: -1.0, 3: -1.0})
+    assert analysis.horizon_difference(rows, 400, ("a", "b")) == pytest.approx(
+        {1: -1.1, 2: -0.6, 3: -0.7}
+    )
+
+
+def test_reproduction_gap_compares_only_repeated_runs():
+    stored = [
+        {**horizon_row("a", 100, 5, 1, 2.0), "workload": "w", "phase": "score"},
+        {**horizon_row("a", 100, 5, 9, 7.0), "workload": "w", "phase": "score"},
+        {**horizon_row("a", 100, 5, 1, 5.0), "workload": "w", "phase": "tune"},
+    ]
+    rows = [horizon_row("a", 100, 5, 1, 2.25), horizon_row("a", 400, 5, 1, 1.0)]
+    assert analysis.reproduction_gap(rows, stored, "w") == (0.25, 1)
