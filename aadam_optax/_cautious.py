@@ -48,25 +48,29 @@ def _cautious_leaf(
         # A NaN step is kept so that it propagates, as it would without the
         # mask: zeroing it would freeze a diverged parameter in silence.
         keeps.append(agrees | jnp.isnan(step_part))
-    # Counted in int32 and scaled in at least float32: a float16 or bfloat16
-    # sum of ones stops counting at 2048 or 256.
+    # Counted in int32, exact for any leaf: a count in the leaf's float16
+    # would overflow to inf past 65504 kept components.
     kept = jnp.sum(keeps[0], dtype=jnp.int32)
     for keep in keeps[1:]:
         kept = kept + jnp.sum(keep, dtype=jnp.int32)
-    numel = step.size * len(keeps)
     real_dtype = jnp.promote_types(jnp.finfo(step.dtype).dtype, jnp.float32)
-    scale = numel / (kept.astype(real_dtype) + _directions.real(eps))
-    scaled = (step * scale).astype(step.dtype)
-    zero = jnp.zeros_like(step)
-    if len(keeps) == 1:
-        return jnp.where(keeps[0], scaled, zero)
-    real = jnp.where(keeps[0], jnp.real(scaled), jnp.real(zero))
-    imag = jnp.where(keeps[1], jnp.imag(scaled), jnp.imag(zero))
-    return jax.lax.complex(real, imag).astype(step.dtype)
+    denominator = kept.astype(real_dtype) + _directions.real(eps)
+    # A zero denominator (eps = 0, nothing kept) scales only masked components;
+    # dividing by 1 there keeps the scale, and its gradient, finite.
+    scale = (step.size * len(keeps)) / jnp.where(denominator > 0, denominator, 1)
+    if not jnp.iscomplexobj(step):
+        return jnp.where(keeps[0], (step * scale).astype(step.dtype), 0)
+    # Each part scaled on its own: a complex product would let a NaN or inf in
+    # one part spill into the other.
+    keep_real, keep_imag = keeps if len(keeps) == 2 else (keeps[0], keeps[0])
+    part_dtype = jnp.finfo(step.dtype).dtype
+    real = jnp.where(keep_real, jnp.real(step) * scale, 0).astype(part_dtype)
+    imag = jnp.where(keep_imag, jnp.imag(step) * scale, 0).astype(part_dtype)
+    return jax.lax.complex(real, imag)
 
 
 def _masked(
-    inner: optax.GradientTransformation, eps: Any, descent: bool
+    inner: optax.GradientTransformation, eps: Any, descent: bool, eps_name: str
 ) -> optax.GradientTransformationExtraArgs:
     """`inner` with the mask applied to what it returns, leaf by leaf.
 
@@ -74,6 +78,19 @@ def _masked(
     checkpoint of `inner` restores into the masked optimizer and back, and
     `inner`'s hyperparameters stay where `optax.inject_hyperparams` put them.
     """
+    if isinstance(inner, optax.MultiSteps):
+        # Its update is built from the mean of k gradients but handed out with
+        # the last one: the mask would read the wrong gradient.
+        raise TypeError(
+            "The cautious mask cannot wrap optax.MultiSteps: it would compare "
+            "the accumulated update with the last micro-batch's gradient. Wrap "
+            "it the other way: optax.MultiSteps(cautious(...), k)."
+        )
+    _validation.check_non_negative(eps_name, eps)
+    if jnp.ndim(eps) != 0:
+        # Checked on traced values too (shapes are static): an array would
+        # scale each component differently, or reshape the update.
+        raise ValueError(f"{eps_name} must be a scalar, got shape {jnp.shape(eps)}.")
     inner = optax.with_extra_args_support(inner)
 
     def update_fn(
@@ -82,6 +99,7 @@ def _masked(
         params: optax.Params | None = None,
         **extra_args: Any,
     ) -> tuple[optax.Updates, optax.OptState]:
+        _validation.check_params(updates, "the cautious mask")
         steps, state = inner.update(updates, state, params, **extra_args)
         masked = jax.tree.map(
             lambda step, grad: _cautious_leaf(step, grad, eps, descent),
@@ -159,8 +177,7 @@ def cautious(
       [-1.5  0.   0.   0. ]
     """
     _validation.check_transformation("optimizer", optimizer, "optax.adamw(1e-3)")
-    _validation.check_non_negative("eps", eps)
-    return _masked(optimizer, eps, descent=True)
+    return _masked(optimizer, eps, descent=True, eps_name="eps")
 
 
 def scale_by_cautious(
@@ -213,8 +230,7 @@ def scale_by_cautious(
       [-1.5  0.   0.   0. ]
     """
     _validation.check_transformation("inner", inner, "optax.scale_by_adam()")
-    _validation.check_non_negative("eps", eps)
-    return _masked(inner, eps, descent=False)
+    return _masked(inner, eps, descent=False, eps_name="eps")
 
 
 def _cautious_decoupled(
@@ -227,9 +243,8 @@ def _cautious_decoupled(
     """The C-AdamW chain around `direction`: masked, then the unmasked decay."""
     _validation.check_learning_rate(learning_rate)
     _validation.check_schedule_or_non_negative("weight_decay", weight_decay)
-    _validation.check_non_negative("cautious_eps", cautious_eps)
     return optax.chain(
-        _masked(direction, cautious_eps, descent=False),
+        _masked(direction, cautious_eps, descent=False, eps_name="cautious_eps"),
         optax.add_decayed_weights(_directions.real(weight_decay), mask),
         optax.scale_by_learning_rate(_directions.real(learning_rate)),
     )
@@ -383,11 +398,14 @@ def cautious_aadamw(
       >>> import jax.numpy as jnp
       >>> from aadam_optax import cautious_aadamw
       >>> solver = cautious_aadamw(learning_rate=0.1, weight_decay=0.0)
-      >>> state = solver.init(jnp.zeros(4))
-      >>> updates, state = solver.update(jnp.array([1.0, 0.0, 0.0, -2.0]), state)
+      >>> params = jnp.zeros(4)
+      >>> state = solver.init(params)
+      >>> grads = jnp.array([1.0, 0.0, 0.0, -2.0])
+      >>> updates, state = solver.update(grads, state, params)
       >>> # AAdam's first direction is b1 * sign(g) = [0.9, 0, 0, -0.9]: two
-      >>> # components are kept and scaled by 4 / (2 + 1).
-      >>> print(updates.round(4))
+      >>> # components are kept and scaled by 4 / (2 + 1) (adding 0.0 prints
+      >>> # the learning rate's -0.0 as 0).
+      >>> print(updates.round(4) + 0.0)
       [-0.12  0.    0.    0.12]
     """
     direction = scale_by_aadam(

@@ -189,14 +189,14 @@ def check_float_dtype(name: str, dtype: Any, complex_allowed: bool = False) -> N
         )
 
 
-def check_params(params: Any) -> None:
+def check_params(params: Any, who: str = "AAdam") -> None:
     """Integer or boolean parameters cannot be trained by a gradient step."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
                 f"The parameter at {jax.tree_util.keystr(path) or 'the root'} has "
-                f"dtype {dtype}; AAdam needs floating-point or complex parameters. "
+                f"dtype {dtype}; {who} needs floating-point or complex parameters. "
                 "Exclude it with optax.masked or optax.multi_transform, or cast it."
             )
 

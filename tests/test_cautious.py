@@ -621,9 +621,10 @@ def test_half_precision_keeps_the_dtype_and_matches_the_reference(dtype: Any) ->
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16], ids=["f16", "bf16"])
 def test_the_count_is_exact_for_a_large_half_precision_leaf(dtype: Any) -> None:
-    # 5000 components, 3001 kept: a float16 sum of ones stops at 2048 (bfloat16
-    # at 256), which would scale by 5000 / 2049 (or 5000 / 257) instead.
-    size, kept = 5000, 3001
+    # 70000 components, 66001 kept: a count in float16 overflows to inf past
+    # 65504 and would scale every kept component to 0. (A count in bfloat16 is
+    # only rounded, by less than a bfloat16 output can show.)
+    size, kept = 70_000, 66_001
     u = jnp.asarray(np.linspace(0.5, 1.0, size), dtype)
     g = jnp.asarray(np.where(np.arange(size) < kept, 1.0, -1.0), dtype)
     out, _ = ao.scale_by_cautious(fixed_direction(u)).update(g, ())
@@ -633,6 +634,59 @@ def test_the_count_is_exact_for_a_large_half_precision_leaf(dtype: Any) -> None:
     np.testing.assert_allclose(
         np.asarray(out, np.float64), expected, rtol=float(jnp.finfo(dtype).eps)
     )
+
+
+def test_a_nan_in_one_complex_part_stays_in_that_part() -> None:
+    # Each part is its own real number: a NaN or inf real part is kept (it
+    # propagates) and must not turn the kept imaginary part into NaN. All 4
+    # real components are kept, so the scale is 4 / (4 + 1).
+    for bad in (np.nan, np.inf):
+        u = jnp.array([complex(bad, 1.0), 1.0 + 1.0j], jnp.complex64)
+        g = jnp.array([1.0 + 1.0j, 1.0 + 1.0j], jnp.complex64)
+        out = np.asarray(ao.scale_by_cautious(fixed_direction(u)).update(g, ())[0])
+        expected = cref.mask(np.asarray(u), np.asarray(g))
+        np.testing.assert_allclose(out.real, expected.real, rtol=1e-6)
+        np.testing.assert_allclose(out.imag, expected.imag, rtol=1e-6)
+        np.testing.assert_allclose(out.imag, [0.8, 0.8], rtol=1e-6)
+
+
+def test_an_all_masked_leaf_at_eps_zero_has_a_finite_gradient() -> None:
+    # Nothing kept and eps = 0: numel / (0 + 0) must not reach the gradient
+    # (d/ds of a masked component is 0), as meta-learning through the
+    # optimizer would take it.
+    def total(u: jax.Array) -> jax.Array:
+        tx = ao.scale_by_cautious(fixed_direction(u), eps=0.0)
+        return jnp.sum(tx.update(jnp.array([1.0, 1.0]), ())[0])
+
+    np.testing.assert_array_equal(jax.grad(total)(jnp.array([-1.0, -2.0])), [0, 0])
+
+
+def test_an_array_eps_is_refused_also_when_injected() -> None:
+    with pytest.raises(ValueError, match=r"^eps must be a scalar"):
+        ao.cautious(optax.sgd(1.0), eps=jnp.array([0.0, 3.0]))
+    with pytest.raises(ValueError, match=r"^cautious_eps must be a scalar"):
+        ao.cautious_adamw(0.1, cautious_eps=np.ones(3))
+    # Traced under inject_hyperparams: the shape is still known.
+    tx = optax.inject_hyperparams(ao.cautious_adamw)(0.1, cautious_eps=jnp.ones(2))
+    params = jnp.zeros(2)
+    with pytest.raises(ValueError, match=r"^cautious_eps must be a scalar"):
+        jax.jit(tx.update)(jnp.ones(2), tx.init(params), params)
+
+
+def test_multisteps_inside_the_mask_is_refused() -> None:
+    # The update of MultiSteps(sgd, 2) comes from the mean gradient but is
+    # handed out with the last one; the other order is the right one.
+    with pytest.raises(TypeError, match="optax.MultiSteps\\(cautious"):
+        ao.cautious(optax.MultiSteps(optax.sgd(1.0), 2))
+    with pytest.raises(TypeError, match="cannot wrap optax.MultiSteps"):
+        ao.scale_by_cautious(optax.MultiSteps(optax.scale_by_adam(), 2))
+
+
+def test_an_integer_leaf_is_refused_by_name() -> None:
+    tx = ao.cautious(optax.sgd(1.0))
+    params = {"steps": jnp.array([1, 2])}
+    with pytest.raises(TypeError, match=r"\['steps'\] has dtype int32"):
+        tx.update({"steps": jnp.array([1, -1])}, tx.init(params))
 
 
 def test_complex_parts_are_masked_by_their_own_signs_by_hand() -> None:
