@@ -578,4 +578,5 @@ def test_reproduction_gap_compares_only_repeated_runs():
         {**horizon_row("a", 100, 5, 1, 5.0), "workload": "w", "phase": "tune"},
     ]
     rows = [horizon_row("a", 100, 5, 1, 2.25), horizon_row("a", 400, 5, 1, 1.0)]
-    assert analysis.reproduction_gap(rows, stored, "w") == (0.25, 1)
+    assert analysis.reproduction_gap(rows, stored, "w") == (0.25, 0.25, 1)
+    assert analysis.reproduction_gap(rows[1:], stored, "w")[2] == 0

@@ -810,8 +810,8 @@ def horizon_change(
 
 def reproduction_gap(
     rows: Sequence[Row], reference_rows: Sequence[Row], reference: str
-) -> tuple[float, int]:
-    """(largest |difference|, count) of the final metrics of the runs that
+) -> tuple[float, float, int]:
+    """(largest and median |difference|, count) of the final metrics of the runs that
     repeat a stored run of `reference` (same optimizer, grid point, seed and
     steps): the part's control against the stored study."""
     stored = {
@@ -824,7 +824,9 @@ def reproduction_gap(
         if (key := (r["optimizer"], int(r["point"]), int(r["seed"]), int(r["steps"])))
         in stored
     ]
-    return (max(gaps) if gaps else math.nan), len(gaps)
+    if not gaps:
+        return math.nan, math.nan, 0
+    return max(gaps), float(np.median(gaps)), len(gaps)
 
 
 class HorizonResults:

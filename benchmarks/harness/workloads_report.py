@@ -961,17 +961,32 @@ def _horizon_summary(results: analysis.HorizonResults, out: pathlib.Path) -> lis
         )
     reference = out / "workloads.csv"
     if reference.exists() and not results.meta["quick"]:
-        gap, n = analysis.reproduction_gap(
+        gap, median, n = analysis.reproduction_gap(
             results.runs, records.read_csv(reference), rules["reference"]
         )
         if n:
             lines.append(
                 f"- The {results.horizons[0]}-step control repeats {n} scored runs "
                 "of the stored full-grid study (same optimizer, rate, seed and "
-                f"budget): the largest difference of their final metrics is "
-                f"{gap:.2g}."
+                "budget): their final metrics differ by at most "
+                f"{gap:.3f} (median {median:.4f}). {_machines(results, out)}"
             )
     return [*lines, ""]
+
+
+def _machines(results: analysis.HorizonResults, out: pathlib.Path) -> str:
+    """Where the stored study's reference runs and this part ran."""
+    stored = records.read_json(out / "workloads_run.json")["invocations"]
+    machines = {
+        i["machine"] for i in stored if results.rules["reference"] in i["workloads"]
+    }
+    if machines == {results.meta["machine"]}:
+        return "Both ran on the same machine."
+    return (
+        f"The stored runs ran on {', '.join(sorted(machines))}; this part on "
+        f"{results.meta['machine']}: float rounding that differs between the two, "
+        "amplified by training, can move a final metric."
+    )
 
 
 def _horizon_rules(results: analysis.HorizonResults) -> list[str]:
