@@ -121,7 +121,8 @@ class Case:
       masked: where the cautious mask applies (see `Masked`); None for none.
         The mask's `eps` is the hyperparameter `cautious_eps`.
       checks_params: `init` rejects an integer param, naming it (AAdam's
-        check; C-AdamW's `init` is optax.adamw's, which has none).
+        check; C-AdamW's `init` is optax.adamw's, which has none: its mask
+        refuses the integer gradient at `update` instead).
     """
 
     name: str

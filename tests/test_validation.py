@@ -395,7 +395,9 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "aamsgrad": lambda: ao.aamsgrad(0.1),
     "accelerate": lambda: ao.accelerate(optax.scale_by_adam()),
     # The mask wraps AAdam, whose checks run first. cautious_adamw is not
-    # here: its state is optax.adamw's, whose update and init check nothing.
+    # here: its state is optax.adamw's, whose init and update check neither
+    # the tree nor the shapes (tests/test_cautious.py covers its mask's own
+    # refusal of an integer leaf).
     "cautious_aadamw": lambda: ao.cautious_aadamw(0.1),
     "cautious(aadam)": lambda: ao.cautious(ao.aadam(0.1)),
 }
