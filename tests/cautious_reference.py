@@ -16,7 +16,8 @@ decay unmasked: `theta_{n+1} = theta_n - lr * (s~_n + wd * theta_n)`.
 Edge cases as the package documents them: a zero gradient or a zero step is
 not kept; a NaN step is kept (it propagates); a complex leaf is masked as the
 pair of reals it is made of, each part by its own sign, and `numel` counts
-both parts.
+both parts (a complex step for a real param is masked by the real gradient's
+sign, component by component).
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ def mask(
     step = np.asarray(step)
     grad = np.asarray(grad)
     direction = -step if descent else step
-    if np.iscomplexobj(grad) or np.iscomplexobj(step):
+    if np.iscomplexobj(step) and not np.iscomplexobj(grad):
+        # A complex step for a real param (a complex mu_dtype): the gradient
+        # has only a real part, whose sign decides the whole component.
+        keep = _real_mask(direction.real, grad)
+        scale = step.size / (keep.sum() + eps) if step.size else 0.0
+        return np.where(keep, step * scale, 0.0)
+    if np.iscomplexobj(grad):
         keep_re = _real_mask(direction.real, grad.real)
         keep_im = _real_mask(direction.imag, grad.imag)
         numel, kept = 2 * step.size, keep_re.sum() + keep_im.sum()
