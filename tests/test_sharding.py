@@ -333,7 +333,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run_script() -> dict[str, Any]:
+def _run_script(script: str = SCRIPT) -> dict[str, Any]:
+    """Runs `script` on 8 simulated CPU devices; returns what it printed."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = (
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -341,7 +342,7 @@ def _run_script() -> dict[str, Any]:
     env["JAX_PLATFORMS"] = "cpu"
     env.pop("JAX_ENABLE_X64", None)
     completed = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", script],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -577,26 +578,7 @@ def _cautious_reference(
 
 
 def test_cautious_mask_counts_over_the_whole_sharded_leaf() -> None:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env.pop("JAX_ENABLE_X64", None)
-    completed = subprocess.run(
-        [sys.executable, "-c", CAUTIOUS_SCRIPT],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    line = next(
-        line for line in completed.stdout.splitlines() if line.startswith("RESULTS")
-    )
-    results = json.loads(line.removeprefix("RESULTS"))
+    results = _run_script(CAUTIOUS_SCRIPT)
     params = {k: np.asarray(v) for k, v in results["params"].items()}
     grads = [{k: np.asarray(v) for k, v in g.items()} for g in results["grads"]]
 
