@@ -53,10 +53,10 @@ def test_help(job, capsys):
 
 def test_arguments(job):
     args = job.parse_args([])
-    assert args.optimizers == ["aadamw", "adamw"]
+    assert args.optimizers == ["aadamw", "adamw", "cautious_adamw"]
     assert args.learning_rates["aadamw"] == job.TUNED_LEARNING_RATES["aadamw"]
     args = job.parse_args(["--with-adam", "--lr-adamw", "1e-3"])
-    assert args.optimizers == ["aadamw", "adamw", "aadam", "adam"]
+    assert args.optimizers == ["aadamw", "adamw", "cautious_adamw", "aadam", "adam"]
     assert args.learning_rates["adamw"] == 1e-3
     # Evaluations fall between chunks, and every chunk is the same program.
     with pytest.raises(SystemExit):
@@ -98,7 +98,7 @@ def test_curves(job, tiny_run):
     by_optimizer = {}
     for row in rows:
         by_optimizer.setdefault(row["optimizer"], []).append(row)
-    assert list(by_optimizer) == ["aadamw", "adamw"]
+    assert list(by_optimizer) == ["aadamw", "adamw", "cautious_adamw"]
     for curve in by_optimizer.values():
         assert [int(row["step"]) for row in curve] == [0, 3, 6]
         bpb = [float(row["val_bpb"]) for row in curve]
@@ -109,10 +109,12 @@ def test_curves(job, tiny_run):
         assert all(math.isfinite(float(row["train_loss"])) for row in curve[1:])
         seconds = [float(row["seconds"]) for row in curve]
         assert seconds == sorted(seconds) and seconds[-1] > 0
-    # The same seed gives both optimizers the same initial parameters.
-    assert by_optimizer["aadamw"][0]["val_bpb"] == by_optimizer["adamw"][0]["val_bpb"]
+    # The same seed gives every optimizer the same initial parameters ...
+    first = {name: curve[0]["val_bpb"] for name, curve in by_optimizer.items()}
+    assert len(set(first.values())) == 1
     # ... and they then differ: each ran its own optimizer.
-    assert by_optimizer["aadamw"][-1]["val_bpb"] != by_optimizer["adamw"][-1]["val_bpb"]
+    last = {name: curve[-1]["val_bpb"] for name, curve in by_optimizer.items()}
+    assert len(set(last.values())) == len(last)
 
 
 def test_summary_and_plot(tiny_run):
@@ -125,12 +127,14 @@ def test_summary_and_plot(tiny_run):
         "best_val_bpb",
     ]
     assert "ms_per_step" in columns and "step_time_vs_baseline" in columns
-    assert [row["optimizer"] for row in rows] == ["aadamw", "adamw"]
-    aadamw, adamw = rows
-    assert aadamw["baseline"] == "adamw" and adamw["baseline"] == ""
-    # Two chunks: one ratio after leaving out the first.
-    assert int(aadamw["ratio_chunks"]) == 1
-    assert 0 < float(aadamw["step_time_vs_baseline"]) < 10
+    assert [row["optimizer"] for row in rows] == ["aadamw", "adamw", "cautious_adamw"]
+    aadamw, adamw, cautious_adamw = rows
+    assert adamw["baseline"] == ""
+    for row in (aadamw, cautious_adamw):
+        assert row["baseline"] == "adamw"
+        # Two chunks: one ratio after leaving out the first.
+        assert int(row["ratio_chunks"]) == 1
+        assert 0 < float(row["step_time_vs_baseline"]) < 10
     for row, value in zip(rows, returned, strict=True):
         assert float(row["best_val_bpb"]) <= float(row["final_val_bpb"]) < 8.0
         assert float(row["ms_per_step"]) > 0
