@@ -442,8 +442,9 @@ def write_outputs(out: pathlib.Path, runs: list[Run], rows: list[dict]) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
+    width = max(len("optimizer"), *(len(row["optimizer"]) for row in rows))
     header = (
-        f"{'optimizer':<9} {'peak lr':>9} {'final bpb':>9} {'best bpb':>9} "
+        f"{'optimizer':<{width}} {'peak lr':>9} {'final bpb':>9} {'best bpb':>9} "
         f"{'compile s':>9} {'ms/step':>8} {'time/step vs':>16} {'quartiles':>11}"
     )
     print(header)
@@ -456,7 +457,7 @@ def print_table(rows: list[dict]) -> None:
                 f"{row['ratio_quartile_low']:.2f}-{row['ratio_quartile_high']:.2f}"
             )
         print(
-            f"{row['optimizer']:<9} {row['learning_rate']:>9.2e} "
+            f"{row['optimizer']:<{width}} {row['learning_rate']:>9.2e} "
             f"{row['final_val_bpb']:>9.4f} {row['best_val_bpb']:>9.4f} "
             f"{row['compile_s']:>9.2f} {row['ms_per_step']:>8.2f} {versus:>16} "
             f"{quartiles:>11}"
