@@ -142,13 +142,16 @@ def cautious(
     propagates as it would without the mask. Complex leaves are masked as
     pairs of reals, each part by its own sign (`numel` counts both parts).
     The scale is computed in at least float32 and the result cast back to the
-    update's dtype, where a large scale can overflow float16.
+    update's dtype, where a large scale can overflow float16. An
+    `optax.MultiSteps` optimizer is refused (its update comes from the mean of
+    its gradients, not the last one): use `optax.MultiSteps(cautious(...), k)`.
 
     Args:
       optimizer: the optimizer to mask, with its learning rate, for example
         `optax.adamw(1e-3)`, `aadam_optax.aadam(1e-3)` or `optax.lion(1e-4)`.
-      eps: added to the number of kept components (finite, >= 0). The default
-        1 is the authors' original C-AdamW code (and `pytorch_optimizer`'s),
+      eps: added to the number of kept components (a finite scalar >= 0).
+        The default 1 is the authors' original C-AdamW code (and
+        `pytorch_optimizer`'s),
         the rule this project's benchmarks used; a tiny `eps`, or 0, divides
         by the kept fraction, as the paper's current version (arXiv
         2411.16085v4) and the authors' current code do.
