@@ -151,10 +151,10 @@ def cautious(
         `optax.adamw(1e-3)`, `aadam_optax.aadam(1e-3)` or `optax.lion(1e-4)`.
       eps: added to the number of kept components (a finite scalar >= 0).
         The default 1 is the authors' original C-AdamW code (and
-        `pytorch_optimizer`'s),
-        the rule this project's benchmarks used; a tiny `eps`, or 0, divides
-        by the kept fraction, as the paper's current version (arXiv
-        2411.16085v4) and the authors' current code do.
+        `pytorch_optimizer`'s), the rule this project's benchmarks used; a
+        tiny `eps`, or 0, divides by the kept fraction, as the paper's
+        current version (arXiv 2411.16085v4) and the authors' current code
+        do.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` whose state is
