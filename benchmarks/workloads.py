@@ -55,6 +55,17 @@ any training; each horizon's runs are stored as it finishes
 (`workloads_horizon.csv`, `workloads_horizon_curves.csv`), and the report
 writes `workloads_horizon.md` and `workloads_horizon_curves.png`.
 
+A sibling part, `--cautious` (`CAUTIOUS`), asks the same four-way question on
+every other workload: the horizon part's optimizers, rate rule, seeds and
+scoring on mnist_logreg, mnist_mlp, mnist_cnn and bytes_lm_1m, each at its
+standard budget (one horizon, the stored study's), three rates around the
+stored choice (on bytes_lm_1m, the chosen rate of its 5-point sweep; the
+neighbours were tuned there on seed 0 only, which the rules record as
+`stored_phases`). `--cautious-seeds WORKLOAD N` cuts one workload's seeds. Its
+rules go into `workloads_cautious_run.json` before any training, its runs into
+`workloads_cautious.csv` and `workloads_cautious_curves.csv` as each workload
+finishes, and the report into `workloads_cautious.md`.
+
 Runs of different optimizers are interleaved, so machine noise falls on all
 alike. Results go to `--out` (default `benchmarks/results`): `workloads.csv`
 (one row per run), `workloads_curves.csv` (validation curves of the scored
@@ -360,10 +371,28 @@ def _parser() -> argparse.ArgumentParser:
         "workloads_horizon.* (default seeds 5)",
     )
     parser.add_argument(
+        "--cautious",
+        action="store_true",
+        help="run the cautious part on every workload instead (`CAUTIOUS`): "
+        "AdamW, AAdamW, C-AdamW and C-AAdamW on "
+        f"{', '.join(CAUTIOUS_WORKLOADS)} at each one's standard budget, "
+        "3 rates each around the stored study's choice; writes "
+        "workloads_cautious.* (default seeds 5)",
+    )
+    parser.add_argument(
+        "--cautious-seeds",
+        nargs=2,
+        action="append",
+        metavar=("WORKLOAD", "SEEDS"),
+        default=[],
+        help="with --cautious: scored seeds for one workload (repeatable)",
+    )
+    parser.add_argument(
         "--reference",
         type=pathlib.Path,
         default=pathlib.Path(__file__).resolve().parent / "results",
-        help="with --horizon: the directory of the stored full-grid study whose "
+        help="with --horizon or --cautious: the directory of the stored "
+        "full-grid study whose "
         "chosen rates centre the part (default: benchmarks/results)",
     )
     return parser
@@ -374,12 +403,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     given_points = args.points
     args.points = args.points or (QUICK_POINTS if args.quick else GRID_POINTS)
+    if args.horizon and args.cautious:
+        parser.error("--horizon and --cautious are two parts: pick one")
+    if args.cautious:
+        names = [p.reference for p in (QUICK_CAUTIOUS if args.quick else CAUTIOUS)]
+        cut = []
+        for w, n in args.cautious_seeds:
+            if w not in names or not n.isdigit() or int(n) < 2:
+                parser.error(f"--cautious-seeds takes one of {names} and >= 2 seeds")
+            cut.append((w, int(n)))
+        args.cautious_seeds = cut
+        if args.seeds is not None and args.seeds < 2:
+            parser.error("--seeds must be >= 2")
+    elif args.cautious_seeds:
+        parser.error("--cautious-seeds goes with --cautious")
     if args.horizon:
         args.seeds = args.seeds or (2 if args.quick else HORIZON.seeds)
+    given_seeds = args.seeds
     args.seeds = args.seeds or (2 if args.quick else 3)
     if args.points < 2 or args.seeds < 2:
         parser.error("--points and --seeds must be >= 2")
-    if args.horizon:
+    if args.cautious:
+        args.seeds = given_seeds
+    if args.horizon or args.cautious:
         given = {
             "--workloads": args.workloads,
             "--merge": args.merge,
@@ -388,7 +434,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         }
         extra = [option for option, value in given.items() if value]
         if extra:
-            parser.error(f"--horizon runs its own plan: drop {', '.join(extra)}")
+            part = "--horizon" if args.horizon else "--cautious"
+            parser.error(f"{part} runs its own plan: drop {', '.join(extra)}")
         return args
     args.plans = QUICK_PLANS if args.quick else PLANS
     args.workloads = args.workloads or list(args.plans)
@@ -619,6 +666,44 @@ def horizon_settings(
     }
 
 
+def run_horizon_runs(
+    plan: HorizonPlan, rules: dict[str, Any], steps: int, every: int, bar: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Every rate of `rules` on every seed at one horizon of `plan`:
+    (runs, validation curves, the workload as the run JSON describes it)."""
+    workload = WORKLOADS[plan.reference](steps=steps, eval_every=every, **plan.budget)
+    study = Study(workload, rules["grid_points"])
+    # Interleaved: seed, then offset, then optimizer.
+    for seed in rules["seeds"]:
+        for k in range(len(analysis.HORIZON_OFFSETS)):
+            for name in plan.optimizers:
+                if k < len(rules["points"][name]):
+                    point = rules["points"][name][k]
+                    study.record(name, "score", point, seed, bar)
+    curves = []
+    for r in study.rows:
+        curve = r.pop("curve")
+        r["offset"] = r["point"] - rules["centres"][r["optimizer"]]
+        curves += [
+            {
+                "workload": plan.reference,
+                "optimizer": r["optimizer"],
+                "steps": steps,
+                "point": r["point"],
+                "seed": r["seed"],
+                "step": i * every,
+                "metric": value,
+            }
+            for i, value in enumerate(curve)
+        ]
+    described = {
+        k: v
+        for k, v in describe(workload, math.nan, plan.optimizers, Plan({})).items()
+        if k not in ("target", "sweep_of")
+    }
+    return study.rows, curves, described
+
+
 def run_horizon(args: argparse.Namespace, command: str) -> None:
     """Runs the part, storing its rules first and its results per horizon."""
     from tqdm import tqdm
@@ -648,41 +733,12 @@ def run_horizon(args: argparse.Namespace, command: str) -> None:
     with tqdm(total=total, unit="run") as bar:
         for steps, every in zip(plan.horizons, plan.eval_every, strict=True):
             begun = time.perf_counter()
-            workload = WORKLOADS[plan.reference](
-                steps=steps, eval_every=every, **plan.budget
+            found, found_curves, described = run_horizon_runs(
+                plan, rules, steps, every, bar
             )
-            study = Study(workload, rules["grid_points"])
-            # Interleaved: seed, then offset, then optimizer.
-            for seed in rules["seeds"]:
-                for k in range(len(analysis.HORIZON_OFFSETS)):
-                    for name in plan.optimizers:
-                        if k < len(rules["points"][name]):
-                            point = rules["points"][name][k]
-                            study.record(name, "score", point, seed, bar)
-            for r in study.rows:
-                curve = r.pop("curve")
-                r["offset"] = r["point"] - rules["centres"][r["optimizer"]]
-                curves += [
-                    {
-                        "optimizer": r["optimizer"],
-                        "steps": steps,
-                        "point": r["point"],
-                        "seed": r["seed"],
-                        "step": i * every,
-                        "metric": value,
-                    }
-                    for i, value in enumerate(curve)
-                ]
-            rows += study.rows
-            run["horizons"].append(
-                {
-                    k: v
-                    for k, v in describe(
-                        workload, math.nan, plan.optimizers, Plan({})
-                    ).items()
-                    if k not in ("target", "sweep_of")
-                }
-            )
+            rows += found
+            curves += found_curves
+            run["horizons"].append(described)
             run["seconds"][str(steps)] = time.perf_counter() - begun
             run["wall_seconds"] = time.perf_counter() - start
             # Stored after every horizon: an interrupted run keeps its results.
@@ -696,6 +752,134 @@ def run_horizon(args: argparse.Namespace, command: str) -> None:
     print(f"wrote {args.out}/workloads_horizon.{{csv,md}}, its curves and plot")
 
 
+def _standard(reference: str, plans: dict[str, Plan], seeds: int) -> HorizonPlan:
+    """The horizon part's plan at one workload's stored budget: one horizon."""
+    budget = plans[reference].budget
+    return dataclasses.replace(
+        HORIZON,
+        reference=reference,
+        horizons=(budget["steps"],),
+        eval_every=(budget["eval_every"],),
+        budget={k: v for k, v in budget.items() if k not in ("steps", "eval_every")},
+        seeds=seeds,
+    )
+
+
+# The cautious part on every workload (`--cautious`): the horizon part's four
+# optimizers, rates, seeds and scoring, at each workload's standard budget.
+# bytes_lm, which the horizon part ran at this budget, is not repeated. The
+# larger model's centres are its stored chosen rates (after the 5-point sweep,
+# seed 0 only); its neighbours were tuned there on seed 0, not scored.
+CAUTIOUS_WORKLOADS = ("mnist_logreg", "mnist_mlp", "mnist_cnn", "bytes_lm_1m")
+CAUTIOUS = tuple(_standard(w, PLANS, HORIZON.seeds) for w in CAUTIOUS_WORKLOADS)
+# A smoke test: the convex workload and a tiny Transformer, centred on the
+# stored study's choices for mnist_logreg and bytes_lm_1m.
+QUICK_CAUTIOUS = (
+    _standard(
+        "mnist_logreg", {"mnist_logreg": Plan({"steps": 12, "eval_every": 4})}, 2
+    ),
+    _standard(
+        "bytes_lm_1m",
+        {"bytes_lm_1m": Plan({**_QUICK_LM, "d_model": 16, "n_layers": 1})},
+        2,
+    ),
+)
+CAUTIOUS_FILES = (
+    "workloads_cautious.csv",
+    "workloads_cautious_curves.csv",
+    "workloads_cautious_run.json",
+    "workloads_cautious.md",
+)
+CAUTIOUS_COLUMNS = HORIZON_COLUMNS
+CAUTIOUS_CURVE_COLUMNS = ("workload", *HORIZON_CURVE_COLUMNS)
+
+
+def cautious_settings(
+    plans: Sequence[HorizonPlan],
+    reference_dir: pathlib.Path,
+    seeds: dict[str, int],
+    quick: bool,
+) -> dict[str, Any]:
+    """The part's run JSON before any training: per workload, the horizon
+    part's rules (`horizon_settings`) and what the stored study ran at each
+    of its rates (`analysis.stored_phases`)."""
+    reference_rows = records.read_csv(reference_dir / "workloads.csv")
+    each = {
+        p.reference: horizon_settings(p, reference_dir, seeds[p.reference], quick)
+        for p in plans
+    }
+    rules = {}
+    for w, meta in each.items():
+        rules[w] = {
+            **meta["rules"],
+            "stored_phases": analysis.stored_phases(reference_rows, w, meta["rules"]),
+        }
+    first = next(iter(each.values()))
+    return {
+        "part": analysis.CAUTIOUS_PART,
+        "quick": quick,
+        "reference_files": first["reference_files"],
+        "budgets": {w: m["budget"] for w, m in each.items()},
+        "rules": rules,
+        "workloads": [],
+    }
+
+
+def run_cautious(args: argparse.Namespace, command: str) -> None:
+    """Runs the part: its rules first, its results per workload as each
+    finishes (an interrupted run keeps the workloads it finished)."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    plans = QUICK_CAUTIOUS if args.quick else CAUTIOUS
+    seeds = {p.reference: p.seeds for p in plans}
+    if args.seeds:
+        seeds = dict.fromkeys(seeds, args.seeds)
+    for w, n in args.cautious_seeds:
+        seeds[w] = n
+    meta = cautious_settings(plans, args.reference, seeds, args.quick)
+    run = {
+        **meta,
+        "command": command,
+        "date": environment.now(),
+        "machine": environment.machine(),
+        "seconds": {},
+        "wall_seconds": 0.0,
+        # Recorded before the first run: the code this process imported.
+        "provenance": provenance.record(("mlxtend", "tqdm")),
+        "files": [CAUTIOUS_FILES[2]],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    records.write_json(args.out / CAUTIOUS_FILES[2], run)
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
+    total = sum(
+        sum(len(p) for p in rules["points"].values()) * len(rules["seeds"])
+        for rules in meta["rules"].values()
+    )
+    with tqdm(total=total, unit="run") as bar:
+        for plan in plans:
+            begun = time.perf_counter()
+            rules = meta["rules"][plan.reference]
+            (steps,), (every,) = plan.horizons, plan.eval_every
+            found, found_curves, described = run_horizon_runs(
+                plan, rules, steps, every, bar
+            )
+            rows += found
+            curves += found_curves
+            run["workloads"].append(described)
+            run["seconds"][plan.reference] = time.perf_counter() - begun
+            run["wall_seconds"] = time.perf_counter() - start
+            run["files"] = list(CAUTIOUS_FILES)
+            records.write_csv(args.out / CAUTIOUS_FILES[0], rows, CAUTIOUS_COLUMNS)
+            records.write_csv(
+                args.out / CAUTIOUS_FILES[1], curves, CAUTIOUS_CURVE_COLUMNS
+            )
+            records.write_json(args.out / CAUTIOUS_FILES[2], run)
+            workloads_report.write_cautious(args.out)
+    print(f"wrote {args.out}/workloads_cautious.{{csv,md}} and its curves")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     command = "python benchmarks/workloads.py " + " ".join(
@@ -707,6 +891,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for write, path in (
                 (workloads_report.write, "workloads_run.json"),
                 (workloads_report.write_horizon, HORIZON_FILES[0]),
+                (workloads_report.write_cautious, CAUTIOUS_FILES[0]),
             )
             if (args.out / path).exists()
         ]
@@ -717,6 +902,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.horizon:
         run_horizon(args, command.strip())
+        return
+    if args.cautious:
+        run_cautious(args, command.strip())
         return
     from tqdm import tqdm
 

@@ -454,3 +454,145 @@ def test_horizon_refuses_the_full_grid_options(tmp_path):
             SCRIPT, "--horizon", "--workloads", "bytes_lm", "--out", str(tmp_path)
         )
     assert "--horizon runs its own plan: drop --workloads" in error.value.stderr
+
+
+# The cautious part on every workload: `--cautious --quick` end to end (about
+# 25 s): the horizon part's plan at mnist_logreg's and a tiny Transformer's
+# budgets, centred on the stored study's choices for mnist_logreg and
+# bytes_lm_1m.
+CAUTIOUS_QUICK = {"mnist_logreg": (12, 4), "bytes_lm_1m": (12, 4)}
+
+
+@pytest.fixture(scope="module")
+def cautious_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("cautious")
+    run_script(SCRIPT, "--cautious", "--quick", "--out", str(out))
+    return out
+
+
+def _stored_centres(workload):
+    stored = read_csv(ROOT / "benchmarks" / "results" / "workloads.csv")
+    chosen = {
+        r["optimizer"]: int(r["point"])
+        for r in stored
+        if r["workload"] == workload and r["phase"] == "tune" and r["chosen"] == "1"
+    }
+    centres = {o: chosen[o] for o in ("adamw", "aadamw", "cautious_adamw")}
+    return {**centres, "cautious_aadamw": centres["aadamw"]}
+
+
+def test_cautious_quick_runs_every_rate_on_every_seed_per_workload(cautious_dir):
+    meta = json.loads((cautious_dir / "workloads_cautious_run.json").read_text())
+    assert list(meta["rules"]) == list(CAUTIOUS_QUICK)
+    rows = read_csv(cautious_dir / "workloads_cautious.csv")
+    curves = read_csv(cautious_dir / "workloads_cautious_curves.csv")
+    for w, (steps, every) in CAUTIOUS_QUICK.items():
+        rules = meta["rules"][w]
+        centre = _stored_centres(w)
+        assert rules["centres"] == centre
+        assert rules["seeds"] == [1, 2] and rules["horizons"] == [steps]
+        mine = [r for r in rows if r["workload"] == w]
+        cells = {(r["optimizer"], int(r["point"]), int(r["seed"])) for r in mine}
+        expected = {
+            (o, p, s)
+            for o in HORIZON_OPTIMIZERS
+            for p in (centre[o] - 1, centre[o], centre[o] + 1)
+            for s in (1, 2)
+        }
+        assert len(mine) == len(cells) == 24 and cells == expected
+        for r in mine:
+            curve = [
+                c
+                for c in curves
+                if (c["workload"], c["optimizer"], c["point"], c["seed"])
+                == (w, r["optimizer"], r["point"], r["seed"])
+            ]
+            assert [int(c["step"]) for c in curve] == list(range(0, steps + 1, every))
+            assert float(curve[-1]["metric"]) == float(r["final_metric"])
+    # bytes_lm_1m's stored study tuned 5 points on seed 0 and scored the
+    # chosen one: its neighbours are recorded as tuned only.
+    phases = meta["rules"]["bytes_lm_1m"]["stored_phases"]["adamw"]
+    centre = _stored_centres("bytes_lm_1m")["adamw"]
+    assert phases[str(centre)] == ["score", "tune"]
+    assert phases[str(centre - 1)] == phases[str(centre + 1)] == ["tune"]
+    assert set(meta["seconds"]) == set(CAUTIOUS_QUICK)
+    assert meta["files"] == [
+        "workloads_cautious.csv",
+        "workloads_cautious_curves.csv",
+        "workloads_cautious_run.json",
+        "workloads_cautious.md",
+    ]
+
+
+def test_cautious_report_shows_each_workloads_paired_differences(cautious_dir):
+    from scipy import stats
+
+    rows = read_csv(cautious_dir / "workloads_cautious.csv")
+    text = (cautious_dir / "workloads_cautious.md").read_text()
+    names = {
+        "adamw": "AdamW",
+        "aadamw": "AAdamW",
+        "cautious_adamw": "C-AdamW",
+        "cautious_aadamw": "C-AAdamW",
+    }
+    for w, (steps, _) in CAUTIOUS_QUICK.items():
+        mine = [r for r in rows if r["workload"] == w]
+        for first, second in (
+            ("cautious_aadamw", "cautious_adamw"),
+            ("cautious_aadamw", "aadamw"),
+            ("cautious_adamw", "adamw"),
+            ("aadamw", "adamw"),
+        ):
+            a, b = (_best(mine, steps, o, [1, 2]) for o in (first, second))
+            d = np.array([a[s] - b[s] for s in (1, 2)])
+            half = stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
+            mean = d.mean()
+            cell = f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+            line = f"| {w} | {steps} | {names[first]} − {names[second]} | {cell} | 2 |"
+            assert line in text, line
+        assert f"## {w} (" in text
+    for section in ("## Summary", "### Paired differences", "### Best of three rates"):
+        assert section in text
+    meta = json.loads((cautious_dir / "workloads_cautious_run.json").read_text())
+    assert f"- Numerics fingerprint: `{meta['provenance']['numerics']['hash']}`" in text
+    before = text
+    (cautious_dir / "workloads_cautious.md").unlink()
+    run_script(SCRIPT, "--report-only", "--out", str(cautious_dir))
+    assert (cautious_dir / "workloads_cautious.md").read_text() == before
+
+
+def test_cautious_plan_is_the_horizon_plan_at_each_standard_budget():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import workloads
+
+    assert [p.reference for p in workloads.CAUTIOUS] == [
+        "mnist_logreg",
+        "mnist_mlp",
+        "mnist_cnn",
+        "bytes_lm_1m",
+    ]
+    for plan in workloads.CAUTIOUS:
+        budget = workloads.PLANS[plan.reference].budget
+        assert {
+            "steps": plan.horizons[0],
+            "eval_every": plan.eval_every[0],
+            **plan.budget,
+        } == budget
+        assert plan.optimizers == workloads.HORIZON.optimizers
+        assert plan.rate_of == {"cautious_aadamw": "aadamw"} and plan.seeds == 5
+    stored = ROOT / "benchmarks" / "results"
+    seeds = {p.reference: 5 for p in workloads.CAUTIOUS}
+    meta = workloads.cautious_settings(workloads.CAUTIOUS, stored, seeds, False)
+    for w, rules in meta["rules"].items():
+        assert rules["centres"] == _stored_centres(w)
+        assert rules["seeds"] == [1, 2, 3, 4, 5]
+
+
+def test_cautious_refuses_the_full_grid_options(tmp_path):
+    with pytest.raises(subprocess.CalledProcessError) as error:
+        run_script(
+            SCRIPT, "--cautious", "--workloads", "bytes_lm", "--out", str(tmp_path)
+        )
+    assert "--cautious runs its own plan: drop --workloads" in error.value.stderr

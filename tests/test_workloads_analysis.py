@@ -580,3 +580,66 @@ def test_reproduction_gap_compares_only_repeated_runs():
     rows = [horizon_row("a", 100, 5, 1, 2.25), horizon_row("a", 400, 5, 1, 1.0)]
     assert analysis.reproduction_gap(rows, stored, "w") == (0.25, 0.25, 1)
     assert analysis.reproduction_gap(rows[1:], stored, "w")[2] == 0
+
+
+# The cautious part on every workload (`workloads.py --cautious`): the horizon
+# part's scoring per workload, from one run JSON and one CSV for all of them.
+def test_cautious_results_score_each_workload_apart(tmp_path):
+    from harness import records
+
+    # Two workloads at the same budget (as mnist_logreg and mnist_mlp): on w2
+    # a is 1.0 lower everywhere, so its differences fall by 1.0 and the best
+    # points stay; read together they would overwrite each other's seeds.
+    rows = [{**r, "workload": "w1"} for r in hand_rows(100)]
+    rows += [{**r, "workload": "w2"} for r in hand_rows(100, shift=-1.0)]
+    rules = {
+        "optimizers": ["a", "b"],
+        "horizons": [100],
+        "comparisons": [["a", "b"]],
+        "interval_level": 0.95,
+    }
+    meta = {
+        "rules": {"w1": rules, "w2": rules, "w3": rules},
+        "workloads": [{"name": w, "metric": "m"} for w in ("w1", "w2")],
+    }
+    records.write_json(tmp_path / "workloads_cautious_run.json", meta)
+    records.write_csv(tmp_path / "workloads_cautious.csv", rows)
+    records.write_csv(tmp_path / "workloads_cautious_curves.csv", [], ["workload"])
+    results = analysis.CautiousResults(tmp_path)
+    # w3 is planned but not stored yet: left out.
+    assert results.workloads == ["w1", "w2"]
+    w1, w2 = results.parts["w1"], results.parts["w2"]
+    assert w1.choice(100, "a", analysis.ALL_SEEDS) == (5, [1, 2, 3])
+    assert w1.choice(100, "b", analysis.ALL_SEEDS) == (4, [1, 2, 3])
+    # By hand (as in the horizon test): per seed -0.1, 0.4, 0.3 on w1 and
+    # -1.1, -0.6, -0.7 on w2; the same spread, so the same half-width.
+    half = 4.302653 * float(np.std([-0.1, 0.4, 0.3], ddof=1)) / math.sqrt(3)
+    for part, mean in ((w1, 0.2), (w2, -0.8)):
+        got = part.difference(100, ("a", "b"), analysis.ALL_SEEDS)
+        assert got == pytest.approx((mean, mean - half, mean + half, 3), rel=1e-6)
+    assert w2.meta["horizons"] == [{"name": "w2", "metric": "m"}]
+    assert w2.difference(100, ("a", "b"), analysis.FIRST_SEED)[:1] == pytest.approx(
+        (-0.65,)
+    )
+
+
+def test_stored_phases_say_which_rates_the_stored_study_scored():
+    def stored(optimizer, point, phase):
+        return {
+            "workload": "w",
+            "optimizer": optimizer,
+            "point": point,
+            "phase": phase,
+        }
+
+    # As bytes_lm_1m: a 5-point sweep on seed 0, the chosen point 4 scored.
+    reference = [stored("a", p, "tune") for p in range(2, 7)] + [
+        stored("a", 4, "score")
+    ]
+    reference += [stored("a", 4, "tune"), stored("x", 4, "score")]
+    rules = {"points": {"a": [3, 4, 5], "c": [6, 7, 8]}, "rate_of": {"c": "a"}}
+    assert analysis.stored_phases(reference, "w", rules) == {
+        "a": {"3": ["tune"], "4": ["score", "tune"], "5": ["tune"]},
+        # c takes a's rates; a was not run at 7 and 8.
+        "c": {"6": ["tune"], "7": [], "8": []},
+    }

@@ -833,10 +833,34 @@ class HorizonResults:
     """The saved cautious-by-horizon part: its settings, rows and curves."""
 
     def __init__(self, out: pathlib.Path) -> None:
-        self.meta = records.read_json(out / "workloads_horizon_run.json")
-        self.runs = records.read_csv(out / "workloads_horizon.csv")
-        self.curves = records.read_csv(out / "workloads_horizon_curves.csv")
-        self.rules = self.meta["rules"]
+        meta = records.read_json(out / "workloads_horizon_run.json")
+        runs = records.read_csv(out / "workloads_horizon.csv")
+        curves = records.read_csv(out / "workloads_horizon_curves.csv")
+        self._setup(meta, meta["rules"], runs, curves)
+
+    @classmethod
+    def of(
+        cls,
+        meta: dict[str, Any],
+        rules: dict[str, Any],
+        runs: Sequence[Row],
+        curves: Sequence[Row],
+    ) -> HorizonResults:
+        """One workload's results of a part that runs several
+        (`CautiousResults`): its rules, runs and curves only."""
+        results = cls.__new__(cls)
+        results._setup(meta, rules, runs, curves)
+        return results
+
+    def _setup(
+        self,
+        meta: dict[str, Any],
+        rules: dict[str, Any],
+        runs: Sequence[Row],
+        curves: Sequence[Row],
+    ) -> None:
+        self.meta, self.runs, self.curves = meta, list(runs), list(curves)
+        self.rules = rules
         self.optimizers = list(self.rules["optimizers"])
         # The horizons stored so far, in the planned order.
         done = {int(r["steps"]) for r in self.runs}
@@ -875,3 +899,50 @@ class HorizonResults:
         return at, [
             float(np.mean([c["metric"] for c in found if c["step"] == s])) for s in at
         ]
+
+
+# The cautious part on every workload (`workloads.py --cautious`): the
+# horizon part's plan, rules and scoring at each workload's standard budget
+# (one horizon), per workload. Its run JSON keeps one `horizon_rules` record
+# per workload; its runs carry their workload, as two workloads may share a
+# budget (mnist_logreg and mnist_mlp both run 1000 steps).
+CAUTIOUS_PART = "cautious_workloads"
+
+
+def stored_phases(
+    reference_rows: Sequence[Row], reference: str, rules: Mapping[str, Any]
+) -> dict[str, dict[str, list[str]]]:
+    """`{optimizer: {point: phases}}`: what the stored study ran at each of
+    the part's grid points ("tune": seed 0 only; "score": the scored seeds;
+    [] where it did not run it), for the optimizer whose rates it took."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for o, points in rules["points"].items():
+        source = rules["rate_of"].get(o, o)
+        rows = select(reference_rows, workload=reference, optimizer=source)
+        found[o] = {
+            str(p): sorted({r["phase"] for r in rows if int(r["point"]) == p})
+            for p in points
+        }
+    return found
+
+
+class CautiousResults:
+    """The saved cautious part on every workload: one `HorizonResults` per
+    workload stored so far, in the planned order."""
+
+    def __init__(self, out: pathlib.Path) -> None:
+        self.meta = records.read_json(out / "workloads_cautious_run.json")
+        runs = records.read_csv(out / "workloads_cautious.csv")
+        curves = records.read_csv(out / "workloads_cautious_curves.csv")
+        done = {r["workload"] for r in runs}
+        self.workloads = [w for w in self.meta["rules"] if w in done]
+        described = {d["name"]: d for d in self.meta["workloads"]}
+        self.parts = {
+            w: HorizonResults.of(
+                {**self.meta, "horizons": [described[w]]},
+                self.meta["rules"][w],
+                select(runs, workload=w),
+                select(curves, workload=w),
+            )
+            for w in self.workloads
+        }

@@ -989,7 +989,9 @@ def _machines(results: analysis.HorizonResults, out: pathlib.Path) -> str:
     )
 
 
-def _horizon_rules(results: analysis.HorizonResults) -> list[str]:
+def _horizon_rules(
+    results: analysis.HorizonResults, run_file: str = "workloads_horizon_run.json"
+) -> list[str]:
     rules = results.rules
     rates = "; ".join(
         f"{_short(o)} "
@@ -1003,7 +1005,7 @@ def _horizon_rules(results: analysis.HorizonResults) -> list[str]:
     return [
         "## Rules, as recorded when the run started",
         "",
-        "`workloads_horizon_run.json` holds them, written before any training.",
+        f"`{run_file}` holds them, written before any training.",
         "",
         f"- Rates: {rules['rate_rule']}. {rates}.",
         f"- Seeds: {', '.join(map(str, rules['seeds']))}, every one at every "
@@ -1165,3 +1167,98 @@ def plot_horizon(path: pathlib.Path, results: analysis.HorizonResults) -> None:
         f"best rate (`{primary}`), mean over seeds; labels: peak rate",
         legend_columns=4,
     )
+
+
+# The cautious part on every workload (`workloads.py --cautious`): the horizon
+# part's tables, one workload at a time, under a summary of all of them.
+def _demoted(lines: list[str]) -> list[str]:
+    return [f"#{line}" if line.startswith("## ") else line for line in lines]
+
+
+def _stored_text(rules: dict[str, Any]) -> str:
+    """Where the stored study did not score a rate the part runs."""
+    parts = []
+    for o, phases in rules["stored_phases"].items():
+        source = rules["rate_of"].get(o, o)
+        for p, found in phases.items():
+            if "score" not in found:
+                what = "tuned on seed 0 only" if found else "not run"
+                parts.append(f"{_short(o)} point {p} ({_short(source)}'s: {what})")
+    if not parts:
+        return "every rate was a scored rate of the stored study."
+    return (
+        "rates the stored study did not score on seeds 1-3, run here on every "
+        "seed all the same: " + ", ".join(parts) + "."
+    )
+
+
+def write_cautious(out: pathlib.Path) -> None:
+    """Writes workloads_cautious.md from the part's stored files."""
+    results = analysis.CautiousResults(out)
+    mode = " with --quick (a smoke test: tiny budgets)"
+    run = {**results.meta, "command": relative_command(results.meta["command"])}
+    primary = analysis.HORIZON_BEST_RATE["primary"]
+    lines = [
+        *markdown.header(
+            "Cautious on every workload: the mask and the acceleration at each "
+            "workload's standard budget",
+            "benchmarks/workloads.py --cautious",
+            run,
+            mode if results.meta["quick"] else "",
+            _SHARED,
+        ),
+        "- Wall time per workload: "
+        + ", ".join(f"{w} {s:.0f} s" for w, s in results.meta["seconds"].items())
+        + ".",
+        "",
+        "## Summary",
+        "",
+        "Final validation metric per workload at its standard budget, each "
+        f"optimizer at its best of three rates (`{primary}`: chosen on the seeds "
+        "it is scored on, so optimistic for every optimizer alike); first minus "
+        "second, mean paired by seed [95% t interval]. Below 0: the first ends "
+        "lower. The rules are the `--horizon` part's (workloads_horizon.md), at "
+        "one horizon per workload.",
+        "",
+    ]
+    body = []
+    for w, part in results.parts.items():
+        (steps,) = part.horizons
+        for pair in part.rules["comparisons"]:
+            mean, low, high, n = part.difference(steps, pair, primary)
+            body.append(
+                [
+                    w,
+                    str(steps),
+                    _pair_text(pair),
+                    _difference_text((mean, low, high, n)),
+                    str(n),
+                ]
+            )
+    lines += _table(["workload", "steps", "pair", "difference", "seeds"], body)
+    for w, part in results.parts.items():
+        (steps,) = part.horizons
+        ends = [
+            _short(o)
+            for o in part.optimizers
+            if part.choice(steps, o, primary)[0] != part.rules["centres"][o]
+        ]
+        lines += [
+            "",
+            f"## {w} ({part.meta['horizons'][0]['metric']}, {steps} steps)",
+            "",
+            f"- Stored study: {_stored_text(part.rules)}",
+        ]
+        if ends:
+            lines.append(
+                "- Best rate at an end of the three (a better rate may lie "
+                f"beyond it): {', '.join(ends)}."
+            )
+        lines += [""]
+        lines += _demoted(
+            _horizon_rules(part, "workloads_cautious_run.json")
+            + _horizon_finals(part)
+            + _horizon_best(part)
+            + _horizon_differences(part)
+        )
+    markdown.write(out / "workloads_cautious.md", lines)
