@@ -704,6 +704,27 @@ def run_horizon_runs(
     return study.rows, curves, described
 
 
+def start_record(
+    meta: dict[str, Any], command: str, out: pathlib.Path, name: str
+) -> dict[str, Any]:
+    """A part's run record, on disk before any training: its rules (`meta`),
+    the command, the machine and the provenance of the code this process
+    imported."""
+    run = {
+        **meta,
+        "command": command,
+        "date": environment.now(),
+        "machine": environment.machine(),
+        "seconds": {},
+        "wall_seconds": 0.0,
+        "provenance": provenance.record(("mlxtend", "tqdm")),
+        "files": [name],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    records.write_json(out / name, run)
+    return run
+
+
 def run_horizon(args: argparse.Namespace, command: str) -> None:
     """Runs the part, storing its rules first and its results per horizon."""
     from tqdm import tqdm
@@ -712,20 +733,7 @@ def run_horizon(args: argparse.Namespace, command: str) -> None:
     plan = QUICK_HORIZON if args.quick else HORIZON
     meta = horizon_settings(plan, args.reference, args.seeds, args.quick)
     rules = meta["rules"]
-    run = {
-        **meta,
-        "command": command,
-        "date": environment.now(),
-        "machine": environment.machine(),
-        "seconds": {},
-        "wall_seconds": 0.0,
-        # Recorded before the first run: the code this process imported.
-        "provenance": provenance.record(("mlxtend", "tqdm")),
-        "files": [HORIZON_FILES[2]],
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    # The rules are on disk before any training.
-    records.write_json(args.out / HORIZON_FILES[2], run)
+    run = start_record(meta, command, args.out, HORIZON_FILES[2])
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
     total = sum(len(p) for p in rules["points"].values())
@@ -838,19 +846,7 @@ def run_cautious(args: argparse.Namespace, command: str) -> None:
     for w, n in args.cautious_seeds:
         seeds[w] = n
     meta = cautious_settings(plans, args.reference, seeds, args.quick)
-    run = {
-        **meta,
-        "command": command,
-        "date": environment.now(),
-        "machine": environment.machine(),
-        "seconds": {},
-        "wall_seconds": 0.0,
-        # Recorded before the first run: the code this process imported.
-        "provenance": provenance.record(("mlxtend", "tqdm")),
-        "files": [CAUTIOUS_FILES[2]],
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    records.write_json(args.out / CAUTIOUS_FILES[2], run)
+    run = start_record(meta, command, args.out, CAUTIOUS_FILES[2])
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
     total = sum(
