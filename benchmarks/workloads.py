@@ -725,6 +725,21 @@ def start_record(
     return run
 
 
+def store_part(
+    out: pathlib.Path,
+    files: Sequence[str],
+    columns: tuple[Sequence[str], Sequence[str]],
+    run: dict[str, Any],
+    rows: list[dict[str, Any]],
+    curves: list[dict[str, Any]],
+) -> None:
+    """Writes a part's runs, curves and record (`files`, in that order)."""
+    run["files"] = list(files)
+    records.write_csv(out / files[0], rows, columns[0])
+    records.write_csv(out / files[1], curves, columns[1])
+    records.write_json(out / files[2], run)
+
+
 def run_horizon(args: argparse.Namespace, command: str) -> None:
     """Runs the part, storing its rules first and its results per horizon."""
     from tqdm import tqdm
@@ -750,12 +765,14 @@ def run_horizon(args: argparse.Namespace, command: str) -> None:
             run["seconds"][str(steps)] = time.perf_counter() - begun
             run["wall_seconds"] = time.perf_counter() - start
             # Stored after every horizon: an interrupted run keeps its results.
-            run["files"] = list(HORIZON_FILES)
-            records.write_csv(args.out / HORIZON_FILES[0], rows, HORIZON_COLUMNS)
-            records.write_csv(
-                args.out / HORIZON_FILES[1], curves, HORIZON_CURVE_COLUMNS
+            store_part(
+                args.out,
+                HORIZON_FILES,
+                (HORIZON_COLUMNS, HORIZON_CURVE_COLUMNS),
+                run,
+                rows,
+                curves,
             )
-            records.write_json(args.out / HORIZON_FILES[2], run)
             workloads_report.write_horizon(args.out)
     print(f"wrote {args.out}/workloads_horizon.{{csv,md}}, its curves and plot")
 
@@ -866,12 +883,14 @@ def run_cautious(args: argparse.Namespace, command: str) -> None:
             run["workloads"].append(described)
             run["seconds"][plan.reference] = time.perf_counter() - begun
             run["wall_seconds"] = time.perf_counter() - start
-            run["files"] = list(CAUTIOUS_FILES)
-            records.write_csv(args.out / CAUTIOUS_FILES[0], rows, CAUTIOUS_COLUMNS)
-            records.write_csv(
-                args.out / CAUTIOUS_FILES[1], curves, CAUTIOUS_CURVE_COLUMNS
+            store_part(
+                args.out,
+                CAUTIOUS_FILES,
+                (CAUTIOUS_COLUMNS, CAUTIOUS_CURVE_COLUMNS),
+                run,
+                rows,
+                curves,
             )
-            records.write_json(args.out / CAUTIOUS_FILES[2], run)
             workloads_report.write_cautious(args.out)
     print(f"wrote {args.out}/workloads_cautious.{{csv,md}} and its curves")
 
