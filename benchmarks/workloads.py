@@ -1,8 +1,11 @@
-"""Real workloads: learning-rate tolerance and time to a near-final target.
+"""The study: learning-rate tolerance and time to a near-final target.
 
-AAdam against Optax's Adam family and three sign-aware relatives (Cautious
-AdamW, Lion, ADOPT), on the same data, schedule, budget, initialisations and
-mini-batches. A scaled-down AlgoPerf (Dahl et al. 2023) with a full
+AAdam against Optax's Adam family and four sign-aware relatives (Cautious
+AdamW, Cautious AAdamW, Lion, ADOPT), on the same data, schedule, budget,
+initialisations and mini-batches, over every workload of the registry: eight
+small optimisation problems (`harness/workloads/small.py`, whose metric is the
+log10 training objective), three MNIST models and a byte-level Transformer at
+two sizes. A scaled-down AlgoPerf (Dahl et al. 2023) with a full
 learning-rate grid in place of a random search.
 
 Protocol, per workload:
@@ -12,15 +15,15 @@ Protocol, per workload:
    and ADOPT share one grid, Lion's is a decade lower), under a linear
    warm-up then cosine decay, for the workload's fixed step budget.
 2. Tuning: seed 0 at every grid point; the point with the lowest final
-   validation metric (on a tie, the lowest rate) is the optimizer's chosen
-   rate. It sets the paired regions, the larger model's sweep and the size
-   comparison, and marks the runs whose curves are stored (`chosen`).
-3. Target, fixed before any scored run: the lowest final validation metric of
-   any Adam-family tuning run, plus `TARGET_MARGIN` times the workload's tie
-   (its resolution: one validation example, or 0.01 bits per byte). A run
-   reaches it when its validation metric, recorded every `eval_every` steps,
-   first falls to it or below.
-4. Scored seeds 1, 2, 3 (not used for tuning) at every grid point. All of
+   metric (on a tie, the lowest rate) is the optimizer's chosen rate. It
+   centres the larger model's sweep and marks the runs whose curves are
+   stored (`chosen`).
+3. Target, fixed and written into the run JSON before any scored run: the
+   lowest final metric of any Adam-family tuning run, plus `TARGET_MARGIN`
+   times the workload's tie (its resolution: one validation example, 0.01
+   bits per byte, or 0.01 decades of an objective). A run reaches it when its
+   metric, recorded every `eval_every` steps, first falls to it or below.
+4. Scored seeds 1..`SEEDS` (not used for tuning) at every grid point. All of
    them give the learning-rate tolerance: the width of the range where the
    median final metric is within `TOLERANCE` ties of its best.
 5. Time to target, computed by the report from the stored runs: the median
@@ -30,52 +33,39 @@ Protocol, per workload:
    report shows the same at the tuning choice of step 2 beside it, as a
    sensitivity check (`workloads_analysis.RATE_SELECTION`).
 
-The rules (grids, warm-up, target family and margin, tolerance, sweep, rate
-selection: `workloads_analysis.code_rules`) are written into the run JSON
-when a run starts; the report notes any rule it applies that a stored record
-lacks or states differently. The stored study's record predates the
-rate-selection entry: that rule was adopted after its results were seen.
+Every rule (grids, warm-up, target family and margin, tolerance, sweep, rate
+selection, seeds: `workloads_analysis.code_rules`) is in the run JSON before
+the first run, and each workload's target before its first scored seed; the
+report scores from the record and says so loudly where the code's rules
+differ from it.
 
-The larger model (`bytes_lm_1m`) runs a shorter plan: AAdamW, AdamW and the
-relative with the largest steps-to-target profile area on the full-grid
-workloads (under the primary rate rule of step 5), tuned on the `SWEEP` grid
+The larger model (`bytes_lm_1m`) runs a shorter plan: the cautious question's
+four (`LARGE`: AAdamW, AdamW, C-AdamW, C-AAdamW), tuned on the `SWEEP` grid
 points centred on each one's chosen rate for the small model, then scored
 seeds at the chosen rate only.
 
 A further part, `--horizon` (`HORIZON`), asks whether the cautious mask's
 lead is an early-training effect and what AAdam's acceleration adds to it:
-AdamW, AAdamW, Cautious AdamW and Cautious AAdamW on bytes_lm at the stored
-study's 300 steps and at 1200 (the warm-up and cosine decay stretched to each
-horizon), at three rates each (the stored study's chosen rate and the grid
-points either side; C-AAdamW, which it did not run, takes AAdamW's), every
-rate on scored seeds 1-5. Its rules (`workloads_analysis.horizon_rules`: the
-rates, seeds, horizons, how the best of three rates is picked, the paired
-comparisons and their interval) go into `workloads_horizon_run.json` before
-any training; each horizon's runs are stored as it finishes
-(`workloads_horizon.csv`, `workloads_horizon_curves.csv`), and the report
-writes `workloads_horizon.md` and `workloads_horizon_curves.png`.
-
-A sibling part, `--cautious` (`CAUTIOUS`), asks the same four-way question on
-every other workload: the horizon part's optimizers, rate rule, seeds and
-scoring on mnist_logreg, mnist_mlp, mnist_cnn and bytes_lm_1m, each at its
-standard budget (one horizon, the stored study's), three rates around the
-stored choice (on bytes_lm_1m, the chosen rate of its 5-point sweep; the
-neighbours were tuned there on seed 0 only, which the rules record as
-`stored_phases`). `--cautious-seeds WORKLOAD N` cuts one workload's seeds. Its
-rules go into `workloads_cautious_run.json` before any training, its runs into
-`workloads_cautious.csv` and `workloads_cautious_curves.csv` as each workload
-finishes, and the report into `workloads_cautious.md`.
+AdamW, AAdamW, Cautious AdamW and Cautious AAdamW on bytes_lm at 300 steps
+and at 1200 (the warm-up and cosine decay stretched to each horizon), at
+three rates each (the stored study's chosen rate and the grid points either
+side), every rate on scored seeds 1-5. Its rules
+(`workloads_analysis.horizon_rules`: the rates, seeds, horizons, how the
+best of three rates is picked, the paired comparisons and their interval) go
+into `workloads_horizon_run.json` before any training; each horizon's runs
+are stored as it finishes (`workloads_horizon.csv`,
+`workloads_horizon_curves.csv`), and the report writes `workloads_horizon.md`
+and `workloads_horizon_curves.png`.
 
 Runs of different optimizers are interleaved, so machine noise falls on all
 alike. Results go to `--out` (default `benchmarks/results`): `workloads.csv`
-(one row per run), `workloads_curves.csv` (validation curves of the scored
-runs at the chosen rates), `workloads_run.json` (settings, machine, wall time
-and provenance of each invocation), `workloads.md` and PNG plots. Each
+(one row per run), `workloads_curves.csv` (curves of the scored runs at the
+chosen rates), `workloads_run.json` (rules, settings, machine, wall time and
+provenance of each invocation), `workloads.md` and PNG plots. Each
 workload's results are stored as it finishes; `--workloads W --merge` runs
 only W and keeps the others, so the study runs in parts (it refuses stored
-results whose settings or rules differ from the code's, such as a record
-without the rate-selection rule); `--report-only` rewrites the report and
-plots from the stored files.
+results whose settings or rules differ from the code's); `--report-only`
+rewrites the reports and plots from the stored files.
 """
 
 from __future__ import annotations
@@ -87,7 +77,7 @@ import math
 import pathlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -100,14 +90,15 @@ from harness.models import count_params
 from harness.optimizers import ADAM_FAMILY, GRID_POINTS, OPTIMIZERS, STUDY_OPTIMIZERS
 from harness.runner import make_train, steps_to_target
 from harness.workload import Workload
-from harness.workloads import WORKLOADS
+from harness.workloads import SMALL, WORKLOADS
 
 # The rules, recorded in workloads_run.json when a run starts
 # (`analysis.code_rules`).
 TARGET_MARGIN = analysis.TARGET_MARGIN
 TOLERANCE = analysis.TOLERANCE
 SWEEP = analysis.SWEEP
-LARGE_PAIR = ("aadamw", "adamw")
+LARGE = analysis.SWEEP_OPTIMIZERS
+SEEDS = 5  # scored seeds, 1..SEEDS; seed 0 tunes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +115,9 @@ class Plan:
 
 
 _LM = {"steps": 300, "eval_every": 20, "batch_size": 16, "val_windows": 64}
+# The small problems' budgets are their modules' defaults.
 PLANS: dict[str, Plan] = {
+    **{name: Plan({}) for name in SMALL},
     "mnist_logreg": Plan({"steps": 1000, "eval_every": 10}),
     "mnist_mlp": Plan({"steps": 1000, "eval_every": 10}),
     "mnist_cnn": Plan({"steps": 500, "eval_every": 20}),
@@ -133,13 +126,14 @@ PLANS: dict[str, Plan] = {
 }
 _QUICK_LM = {"steps": 12, "eval_every": 4, "batch_size": 4, "val_windows": 4}
 QUICK_PLANS: dict[str, Plan] = {
+    "rosenbrock_2d": Plan({"steps": 40, "eval_every": 4}),
     "mnist_logreg": Plan({"steps": 40, "eval_every": 4}),
     # The "larger" model of a smoke test is tiny: it tests the plan, not size.
     "bytes_lm_1m": Plan(
         {**_QUICK_LM, "d_model": 16, "n_layers": 1}, reference="mnist_logreg"
     ),
 }
-QUICK_OPTIMIZERS = ("aadamw", "adamw", "lion")
+QUICK_OPTIMIZERS = LARGE
 QUICK_POINTS = 3
 
 RUN_COLUMNS = (
@@ -252,8 +246,10 @@ def run_workload(
     seeds: Sequence[int],
     full_grid: bool,
     bar: Any,
+    fixed: Callable[[float], None],
 ) -> float:
-    """Tunes on seed 0, fixes the target, runs the scored seeds; the target."""
+    """Tunes on seed 0, fixes the target and hands it to `fixed` (which
+    records it), runs the scored seeds; the target."""
     finals: dict[str, dict[int, float]] = {name: {} for name in tuning_points}
     for k in range(max(len(p) for p in tuning_points.values())):
         for name, points in tuning_points.items():
@@ -266,6 +262,7 @@ def run_workload(
     margin = TARGET_MARGIN * study.workload.tie * (1 + 1e-6)
     # Where the whole family diverged, no run counts as reaching a target.
     target = best + margin if math.isfinite(best) else -math.inf
+    fixed(target)
     for seed in seeds:
         for k in range(study.points if full_grid else 1):
             for name in tuning_points:
@@ -279,8 +276,8 @@ def plan_optimizers(
 ) -> dict[str, list[int]]:
     """Tuning grid points per optimizer: the full grid, or a sweep plan's.
 
-    `rows` are the runs stored so far: a sweep's relative is the strongest
-    over the full-grid workloads among them, its centres the reference's.
+    `rows` are the runs stored so far: a sweep is centred on each `LARGE`
+    optimizer's chosen rate on the reference workload among them.
     """
     if plan.reference is None:
         return {name: list(range(points)) for name in optimizers}
@@ -290,9 +287,8 @@ def plan_optimizers(
             f"the larger model's sweep is centred on {plan.reference}'s chosen "
             f"rates: run --workloads {plan.reference} first (into the same --out)"
         )
-    relative = analysis.strongest_relative(rows, optimizers)
     sweep = {}
-    for name in [*LARGE_PAIR, relative]:
+    for name in LARGE:
         centre = analysis.chosen_point(reference, plan.reference, name)
         first = min(max(0, centre - SWEEP // 2), max(0, points - SWEEP))
         sweep[name] = list(range(first, min(points, first + SWEEP)))
@@ -371,27 +367,10 @@ def _parser() -> argparse.ArgumentParser:
         "workloads_horizon.* (default seeds 5)",
     )
     parser.add_argument(
-        "--cautious",
-        action="store_true",
-        help="run the cautious part on every workload instead (`CAUTIOUS`): "
-        "AdamW, AAdamW, C-AdamW and C-AAdamW on "
-        f"{', '.join(CAUTIOUS_WORKLOADS)} at each one's standard budget, "
-        "3 rates each around the stored study's choice; writes "
-        "workloads_cautious.* (default seeds 5)",
-    )
-    parser.add_argument(
-        "--cautious-seeds",
-        nargs=2,
-        action="append",
-        metavar=("WORKLOAD", "SEEDS"),
-        default=[],
-        help="with --cautious: scored seeds for one workload (repeatable)",
-    )
-    parser.add_argument(
         "--reference",
         type=pathlib.Path,
         default=pathlib.Path(__file__).resolve().parent / "results",
-        help="with --horizon or --cautious: the directory of the stored "
+        help="with --horizon: the directory of the stored "
         "full-grid study whose "
         "chosen rates centre the part (default: benchmarks/results)",
     )
@@ -401,42 +380,24 @@ def _parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = _parser()
     args = parser.parse_args(argv)
-    given_points = args.points
-    args.points = args.points or (QUICK_POINTS if args.quick else GRID_POINTS)
-    if args.horizon and args.cautious:
-        parser.error("--horizon and --cautious are two parts: pick one")
-    if args.cautious:
-        names = [p.reference for p in (QUICK_CAUTIOUS if args.quick else CAUTIOUS)]
-        cut = []
-        for w, n in args.cautious_seeds:
-            if w not in names or not n.isdigit() or int(n) < 2:
-                parser.error(f"--cautious-seeds takes one of {names} and >= 2 seeds")
-            cut.append((w, int(n)))
-        args.cautious_seeds = cut
-        if args.seeds is not None and args.seeds < 2:
-            parser.error("--seeds must be >= 2")
-    elif args.cautious_seeds:
-        parser.error("--cautious-seeds goes with --cautious")
     if args.horizon:
-        args.seeds = args.seeds or (2 if args.quick else HORIZON.seeds)
-    given_seeds = args.seeds
-    args.seeds = args.seeds or (2 if args.quick else 3)
-    if args.points < 2 or args.seeds < 2:
-        parser.error("--points and --seeds must be >= 2")
-    if args.cautious:
-        args.seeds = given_seeds
-    if args.horizon or args.cautious:
         given = {
             "--workloads": args.workloads,
             "--merge": args.merge,
             "--optimizers": args.optimizers,
-            "--points": given_points,
+            "--points": args.points,
         }
         extra = [option for option, value in given.items() if value]
         if extra:
-            part = "--horizon" if args.horizon else "--cautious"
-            parser.error(f"{part} runs its own plan: drop {', '.join(extra)}")
+            parser.error(f"--horizon runs its own plan: drop {', '.join(extra)}")
+        args.seeds = args.seeds or (2 if args.quick else HORIZON.seeds)
+        if args.seeds < 2:
+            parser.error("--seeds must be >= 2")
         return args
+    args.points = args.points or (QUICK_POINTS if args.quick else GRID_POINTS)
+    args.seeds = args.seeds or (2 if args.quick else SEEDS)
+    if args.points < 2 or args.seeds < 2:
+        parser.error("--points and --seeds must be >= 2")
     args.plans = QUICK_PLANS if args.quick else PLANS
     args.workloads = args.workloads or list(args.plans)
     unknown = [w for w in args.workloads if w not in args.plans]
@@ -450,11 +411,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             f"--optimizers must include one of {ADAM_FAMILY}: they set targets"
         )
     sweeps = [w for w in args.workloads if args.plans[w].reference]
-    relatives = [o for o in args.optimizers if OPTIMIZERS[o].relative]
-    if sweeps and not (set(LARGE_PAIR) <= set(args.optimizers) and relatives):
+    if sweeps and not set(LARGE) <= set(args.optimizers):
         parser.error(
-            f"{', '.join(sweeps)} runs {' and '.join(LARGE_PAIR)} and a relative: "
-            "--optimizers must include them"
+            f"{', '.join(sweeps)} runs {', '.join(LARGE)}: --optimizers must "
+            "include them"
         )
     return args
 
@@ -532,6 +492,17 @@ def store(
     records.write_csv(
         out / "workloads_curves.csv", sorted(curves, key=by_workload), CURVE_COLUMNS
     )
+    write_record(out, meta, old, invocation)
+    workloads_report.write(out)
+
+
+def write_record(
+    out: pathlib.Path, meta: dict[str, Any], old: dict[str, Any], invocation: dict
+) -> None:
+    """Writes the run JSON: the rules, each workload's description (with its
+    target as soon as it is fixed) and every invocation so far."""
+    order = list(PLANS)
+    out.mkdir(parents=True, exist_ok=True)
     described = sorted(
         old["workloads"] + meta["workloads"], key=lambda w: order.index(w["name"])
     )
@@ -542,7 +513,6 @@ def store(
         "files": [f"workloads{suffix}" for suffix in FILES],
     }
     records.write_json(out / "workloads_run.json", run)
-    workloads_report.write(out)
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -777,124 +747,6 @@ def run_horizon(args: argparse.Namespace, command: str) -> None:
     print(f"wrote {args.out}/workloads_horizon.{{csv,md}}, its curves and plot")
 
 
-def _standard(reference: str, plans: dict[str, Plan], seeds: int) -> HorizonPlan:
-    """The horizon part's plan at one workload's stored budget: one horizon."""
-    budget = plans[reference].budget
-    return dataclasses.replace(
-        HORIZON,
-        reference=reference,
-        horizons=(budget["steps"],),
-        eval_every=(budget["eval_every"],),
-        budget={k: v for k, v in budget.items() if k not in ("steps", "eval_every")},
-        seeds=seeds,
-    )
-
-
-# The cautious part on every workload (`--cautious`): the horizon part's four
-# optimizers, rates, seeds and scoring, at each workload's standard budget.
-# bytes_lm, which the horizon part ran at this budget, is not repeated. The
-# larger model's centres are its stored chosen rates (after the 5-point sweep,
-# seed 0 only); its neighbours were tuned there on seed 0, not scored.
-CAUTIOUS_WORKLOADS = ("mnist_logreg", "mnist_mlp", "mnist_cnn", "bytes_lm_1m")
-CAUTIOUS = tuple(_standard(w, PLANS, HORIZON.seeds) for w in CAUTIOUS_WORKLOADS)
-# A smoke test: the convex workload and a tiny Transformer, centred on the
-# stored study's choices for mnist_logreg and bytes_lm_1m.
-QUICK_CAUTIOUS = (
-    _standard(
-        "mnist_logreg", {"mnist_logreg": Plan({"steps": 12, "eval_every": 4})}, 2
-    ),
-    _standard(
-        "bytes_lm_1m",
-        {"bytes_lm_1m": Plan({**_QUICK_LM, "d_model": 16, "n_layers": 1})},
-        2,
-    ),
-)
-CAUTIOUS_FILES = (
-    "workloads_cautious.csv",
-    "workloads_cautious_curves.csv",
-    "workloads_cautious_run.json",
-    "workloads_cautious.md",
-)
-CAUTIOUS_COLUMNS = HORIZON_COLUMNS
-CAUTIOUS_CURVE_COLUMNS = ("workload", *HORIZON_CURVE_COLUMNS)
-
-
-def cautious_settings(
-    plans: Sequence[HorizonPlan],
-    reference_dir: pathlib.Path,
-    seeds: dict[str, int],
-    quick: bool,
-) -> dict[str, Any]:
-    """The part's run JSON before any training: per workload, the horizon
-    part's rules (`horizon_settings`) and what the stored study ran at each
-    of its rates (`analysis.stored_phases`)."""
-    reference_rows = records.read_csv(reference_dir / "workloads.csv")
-    each = {
-        p.reference: horizon_settings(p, reference_dir, seeds[p.reference], quick)
-        for p in plans
-    }
-    rules = {}
-    for w, meta in each.items():
-        rules[w] = {
-            **meta["rules"],
-            "stored_phases": analysis.stored_phases(reference_rows, w, meta["rules"]),
-        }
-    first = next(iter(each.values()))
-    return {
-        "part": analysis.CAUTIOUS_PART,
-        "quick": quick,
-        "reference_files": first["reference_files"],
-        "budgets": {w: m["budget"] for w, m in each.items()},
-        "rules": rules,
-        "workloads": [],
-    }
-
-
-def run_cautious(args: argparse.Namespace, command: str) -> None:
-    """Runs the part: its rules first, its results per workload as each
-    finishes (an interrupted run keeps the workloads it finished)."""
-    from tqdm import tqdm
-
-    start = time.perf_counter()
-    plans = QUICK_CAUTIOUS if args.quick else CAUTIOUS
-    seeds = {p.reference: p.seeds for p in plans}
-    if args.seeds:
-        seeds = dict.fromkeys(seeds, args.seeds)
-    for w, n in args.cautious_seeds:
-        seeds[w] = n
-    meta = cautious_settings(plans, args.reference, seeds, args.quick)
-    run = start_record(meta, command, args.out, CAUTIOUS_FILES[2])
-    rows: list[dict[str, Any]] = []
-    curves: list[dict[str, Any]] = []
-    total = sum(
-        sum(len(p) for p in rules["points"].values()) * len(rules["seeds"])
-        for rules in meta["rules"].values()
-    )
-    with tqdm(total=total, unit="run") as bar:
-        for plan in plans:
-            begun = time.perf_counter()
-            rules = meta["rules"][plan.reference]
-            (steps,), (every,) = plan.horizons, plan.eval_every
-            found, found_curves, described = run_horizon_runs(
-                plan, rules, steps, every, bar
-            )
-            rows += found
-            curves += found_curves
-            run["workloads"].append(described)
-            run["seconds"][plan.reference] = time.perf_counter() - begun
-            run["wall_seconds"] = time.perf_counter() - start
-            store_part(
-                args.out,
-                CAUTIOUS_FILES,
-                (CAUTIOUS_COLUMNS, CAUTIOUS_CURVE_COLUMNS),
-                run,
-                rows,
-                curves,
-            )
-            workloads_report.write_cautious(args.out)
-    print(f"wrote {args.out}/workloads_cautious.{{csv,md}} and its curves")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     command = "python benchmarks/workloads.py " + " ".join(
@@ -906,7 +758,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             for write, path in (
                 (workloads_report.write, "workloads_run.json"),
                 (workloads_report.write_horizon, HORIZON_FILES[0]),
-                (workloads_report.write_cautious, CAUTIOUS_FILES[0]),
             )
             if (args.out / path).exists()
         ]
@@ -917,9 +768,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.horizon:
         run_horizon(args, command.strip())
-        return
-    if args.cautious:
-        run_cautious(args, command.strip())
         return
     from tqdm import tqdm
 
@@ -942,18 +790,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         "provenance": provenance.record(("mlxtend", "tqdm")),
     }
     seeds = meta["seeds"]
+    # On disk before the first run: the rules, the settings, the machine.
+    write_record(args.out, meta, old, invocation)
     with tqdm(unit="run") as bar:
         for name in args.workloads:
             begun = time.perf_counter()
             plan = args.plans[name]
             tuning = plan_optimizers(plan, args.optimizers, args.points, rows)
             study = Study(WORKLOADS[name](**plan.budget), args.points)
-            target = run_workload(study, tuning, seeds, plan.reference is None, bar)
+
+            def fixed(target: float) -> None:
+                # On disk before the first scored seed: the workload's target.
+                meta["workloads"].append(
+                    describe(study.workload, target, list(tuning), plan)  # noqa: B023
+                )
+                write_record(args.out, meta, old, invocation)
+
+            run_workload(study, tuning, seeds, plan.reference is None, bar, fixed)
             rows += study.rows
             curves += study.curves
-            meta["workloads"].append(
-                describe(study.workload, target, list(tuning), plan)
-            )
             invocation["workloads"].append(name)
             invocation["seconds"][name] = time.perf_counter() - begun
             invocation["wall_seconds"] = time.perf_counter() - start

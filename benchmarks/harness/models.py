@@ -19,10 +19,12 @@ N_BYTES = 256
 
 
 class LogisticRegression(nnx.Module):
-    """Multinomial logistic regression on flattened images (convex)."""
+    """Multinomial logistic regression on flattened inputs (convex)."""
 
-    def __init__(self, n_features: int, *, rngs: nnx.Rngs) -> None:
-        self.linear = nnx.Linear(n_features, N_CLASSES, rngs=rngs)
+    def __init__(
+        self, n_features: int, n_classes: int = N_CLASSES, *, rngs: nnx.Rngs
+    ) -> None:
+        self.linear = nnx.Linear(n_features, n_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.linear(x.reshape(x.shape[0], -1))
@@ -76,13 +78,17 @@ class Conv3x3(nnx.Module):
 
 
 class CNN(nnx.Module):
-    """conv3x3-pool-conv3x3-pool-dense, ReLU, for 28x28x1 images."""
+    """conv3x3-pool-conv3x3-pool-dense, ReLU, for `side` x `side` x 1 images."""
 
-    def __init__(self, channels: tuple[int, int], *, rngs: nnx.Rngs) -> None:
+    def __init__(
+        self, channels: tuple[int, int], side: int = 28, *, rngs: nnx.Rngs
+    ) -> None:
+        if side % 4:
+            raise ValueError(f"side ({side}) must be a multiple of 4: two 2x2 pools")
         first, second = channels
         self.conv1 = Conv3x3(1, first, rngs=rngs)
         self.conv2 = Conv3x3(first, second, rngs=rngs)
-        self.out = nnx.Linear(7 * 7 * second, N_CLASSES, rngs=rngs)
+        self.out = nnx.Linear((side // 4) ** 2 * second, N_CLASSES, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = average_pool(jax.nn.relu(self.conv1(x)))

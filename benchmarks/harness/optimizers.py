@@ -13,9 +13,7 @@ The relatives are comparators: Cautious AdamW (Liang et al. 2024; the
 library's `cautious_adamw`, with the authors' original `+1` in the rescale),
 `optax.lion` (Chen et al. 2023) and `optax.contrib.adopt` (Taniguchi et al.
 2024). `cautious_aadamw` (the library's: the same mask on AAdamW's direction,
-decay unmasked) is registered for the cautious-by-horizon part of the study
-(`workloads.py --horizon`); the stored full-grid study ran without it, so
-`STUDY_OPTIMIZERS`, the default of a full-grid run, leaves it out.
+decay unmasked) asks whether acceleration adds anything on top of the mask.
 """
 
 from __future__ import annotations
@@ -99,18 +97,16 @@ OPTIMIZERS: dict[str, Candidate] = {
     ),
     "adopt": Candidate(ADAM_RATES, optax.contrib.adopt, relative=True),
 }
-# The optimizers of the stored full-grid study (workloads_run.json), in its
-# order: the default of a full-grid run, so its records still merge.
-STUDY_OPTIMIZERS = (
-    "aadam_sign_change",
-    "adam",
-    "aadamw",
-    "adamw",
-    "cautious_adamw",
-    "lion",
-    "adopt",
-)
+# The optimizers of a full-grid run, in the order its runs interleave.
+STUDY_OPTIMIZERS = tuple(OPTIMIZERS)
 # The Adam family whose best final metric sets each workload's target.
 ADAM_FAMILY = ("aadam_sign_change", "adam", "aadamw", "adamw")
 # Each AAdam optimizer and the Optax optimizer it accelerates.
 PAIRS = (("aadam_sign_change", "adam"), ("aadamw", "adamw"))
+# The cautious question: does acceleration add on top of the mask, the mask on
+# top of acceleration, the mask on AdamW?
+CAUTIOUS_PAIRS = (
+    ("cautious_aadamw", "cautious_adamw"),
+    ("cautious_aadamw", "aadamw"),
+    ("cautious_adamw", "adamw"),
+)

@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from harness import records, scoring
-from harness.optimizers import ADAM_FAMILY, OPTIMIZERS, WARMUP_FRACTION
+from harness.optimizers import (
+    ADAM_FAMILY,
+    CAUTIOUS_PAIRS,
+    OPTIMIZERS,
+    PAIRS,
+    WARMUP_FRACTION,
+)
 
 Row = dict[str, Any]
 Table = dict[str, dict[str, float]]
@@ -36,6 +42,9 @@ TAUS = np.linspace(1.0, scoring.TAU_MAX, 301)
 TARGET_MARGIN = 5  # ties above the best Adam-family final metric
 TOLERANCE = 10  # ties above an optimizer's best median final metric
 SWEEP = 5  # grid points tuned on the larger model
+# The larger model's optimizers: the cautious question's four, fixed before
+# any run (the study of 2026-12-06 picked its relative from the results).
+SWEEP_OPTIMIZERS = ("aadamw", "adamw", "cautious_adamw", "cautious_aadamw")
 # How a rate is picked from seed 0's tuning runs. Time to target picks its
 # rate by the metric it reports (AlgoPerf's principle: select by the metric
 # you report); the tuning choice, by final metric, is its sensitivity check.
@@ -68,7 +77,19 @@ def code_rules(optimizers: Sequence[str]) -> dict[str, Any]:
         "target_margin_ties": TARGET_MARGIN,
         "tolerance_ties": TOLERANCE,
         "sweep_points": SWEEP,
+        "sweep_optimizers": list(SWEEP_OPTIMIZERS),
         "rate_selection": RATE_SELECTION,
+        "diverged": "a final metric that is not finite, or worse than the "
+        "untrained model's, counts as the untrained model's",
+        "profile_tau_max": scoring.TAU_MAX,
+        "bootstrap": {"resamples": RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95},
+        "regions": "the grid points below, at and above the second optimizer's "
+        "tuning choice",
+        "paired_comparisons": {
+            "equal_rates": [p for p in PAIRS if set(p) <= set(optimizers)],
+            "own_rates": [p for p in CAUTIOUS_PAIRS if set(p) <= set(optimizers)],
+        },
+        "interval": "two-sided 95 % t over the scored seeds, paired by seed",
     }
     return json.loads(json.dumps(rules))
 
@@ -836,31 +857,8 @@ class HorizonResults:
         meta = records.read_json(out / "workloads_horizon_run.json")
         runs = records.read_csv(out / "workloads_horizon.csv")
         curves = records.read_csv(out / "workloads_horizon_curves.csv")
-        self._setup(meta, meta["rules"], runs, curves)
-
-    @classmethod
-    def of(
-        cls,
-        meta: dict[str, Any],
-        rules: dict[str, Any],
-        runs: Sequence[Row],
-        curves: Sequence[Row],
-    ) -> HorizonResults:
-        """One workload's results of a part that runs several
-        (`CautiousResults`): its rules, runs and curves only."""
-        results = cls.__new__(cls)
-        results._setup(meta, rules, runs, curves)
-        return results
-
-    def _setup(
-        self,
-        meta: dict[str, Any],
-        rules: dict[str, Any],
-        runs: Sequence[Row],
-        curves: Sequence[Row],
-    ) -> None:
-        self.meta, self.runs, self.curves = meta, list(runs), list(curves)
-        self.rules = rules
+        self.meta, self.runs, self.curves = meta, runs, curves
+        self.rules = meta["rules"]
         self.optimizers = list(self.rules["optimizers"])
         # The horizons stored so far, in the planned order.
         done = {int(r["steps"]) for r in self.runs}
@@ -899,50 +897,3 @@ class HorizonResults:
         return at, [
             float(np.mean([c["metric"] for c in found if c["step"] == s])) for s in at
         ]
-
-
-# The cautious part on every workload (`workloads.py --cautious`): the
-# horizon part's plan, rules and scoring at each workload's standard budget
-# (one horizon), per workload. Its run JSON keeps one `horizon_rules` record
-# per workload; its runs carry their workload, as two workloads may share a
-# budget (mnist_logreg and mnist_mlp both run 1000 steps).
-CAUTIOUS_PART = "cautious_workloads"
-
-
-def stored_phases(
-    reference_rows: Sequence[Row], reference: str, rules: Mapping[str, Any]
-) -> dict[str, dict[str, list[str]]]:
-    """`{optimizer: {point: phases}}`: what the stored study ran at each of
-    the part's grid points ("tune": seed 0 only; "score": the scored seeds;
-    [] where it did not run it), for the optimizer whose rates it took."""
-    found: dict[str, dict[str, list[str]]] = {}
-    for o, points in rules["points"].items():
-        source = rules["rate_of"].get(o, o)
-        rows = select(reference_rows, workload=reference, optimizer=source)
-        found[o] = {
-            str(p): sorted({r["phase"] for r in rows if int(r["point"]) == p})
-            for p in points
-        }
-    return found
-
-
-class CautiousResults:
-    """The saved cautious part on every workload: one `HorizonResults` per
-    workload stored so far, in the planned order."""
-
-    def __init__(self, out: pathlib.Path) -> None:
-        self.meta = records.read_json(out / "workloads_cautious_run.json")
-        runs = records.read_csv(out / "workloads_cautious.csv")
-        curves = records.read_csv(out / "workloads_cautious_curves.csv")
-        done = {r["workload"] for r in runs}
-        self.workloads = [w for w in self.meta["rules"] if w in done]
-        described = {d["name"]: d for d in self.meta["workloads"]}
-        self.parts = {
-            w: HorizonResults.of(
-                {**self.meta, "horizons": [described[w]]},
-                self.meta["rules"][w],
-                select(runs, workload=w),
-                select(curves, workload=w),
-            )
-            for w in self.workloads
-        }

@@ -30,7 +30,7 @@ def write(out: pathlib.Path) -> None:
     profiles = {rule: results.profile(rule) for rule in RULES}
     lines = _header(results) + _summary(results, profiles) + _method(results)
     lines += _time_table(results, profiles) + _tolerance_table(results)
-    lines += _paired_table(results) + _size_table(results)
+    lines += _paired_table(results) + _cautious_table(results) + _size_table(results)
     markdown.write(out / "workloads.md", lines)
     plot_tolerance(out / "workloads_tolerance.png", results)
     plot_profile(out / "workloads_profile.png", results)
@@ -750,6 +750,28 @@ def _paired_table(results: analysis.Results) -> list[str]:
     ]
 
 
+def _cautious_table(results: analysis.Results) -> list[str]:
+    """The recorded own-rate comparisons on every workload that ran both."""
+    pairs = [tuple(p) for p in results.rules["paired_comparisons"]["own_rates"]]
+    body = [
+        [w, *(_interval_cell(analysis.tuned_difference(results.runs, w, p))
+              for p in pairs)]
+        for w in results.workloads
+        if all(set(p) <= set(results.optimizers(w)) for p in pairs)
+    ]  # fmt: skip
+    if not pairs or not body:
+        return []
+    return [
+        "## The cautious question: each at its own chosen rate",
+        "",
+        "Final metric, first minus second, each optimizer at its own tuning "
+        "choice, paired by seed: mean over the scored seeds [95 % t interval]. "
+        "Below 0: the first ends lower. Units are each workload's metric.",
+        "",
+        *_table(["workload", *(f"`{a}` − `{b}`" for a, b in pairs)], body),
+    ]
+
+
 def _size_table(results: analysis.Results) -> list[str]:
     sizes = [w for w in ("bytes_lm", "bytes_lm_1m") if w in results.workloads]
     if len(sizes) < 2:
@@ -1167,98 +1189,3 @@ def plot_horizon(path: pathlib.Path, results: analysis.HorizonResults) -> None:
         f"best rate (`{primary}`), mean over seeds; labels: peak rate",
         legend_columns=4,
     )
-
-
-# The cautious part on every workload (`workloads.py --cautious`): the horizon
-# part's tables, one workload at a time, under a summary of all of them.
-def _demoted(lines: list[str]) -> list[str]:
-    return [f"#{line}" if line.startswith("## ") else line for line in lines]
-
-
-def _stored_text(rules: dict[str, Any]) -> str:
-    """Where the stored study did not score a rate the part runs."""
-    parts = []
-    for o, phases in rules["stored_phases"].items():
-        source = rules["rate_of"].get(o, o)
-        for p, found in phases.items():
-            if "score" not in found:
-                what = "tuned on seed 0 only" if found else "not run"
-                parts.append(f"{_short(o)} point {p} ({_short(source)}'s: {what})")
-    if not parts:
-        return "every rate was a scored rate of the stored study."
-    return (
-        "rates the stored study did not score on seeds 1-3, run here on every "
-        "seed all the same: " + ", ".join(parts) + "."
-    )
-
-
-def write_cautious(out: pathlib.Path) -> None:
-    """Writes workloads_cautious.md from the part's stored files."""
-    results = analysis.CautiousResults(out)
-    mode = " with --quick (a smoke test: tiny budgets)"
-    run = {**results.meta, "command": relative_command(results.meta["command"])}
-    primary = analysis.HORIZON_BEST_RATE["primary"]
-    lines = [
-        *markdown.header(
-            "Cautious on every workload: the mask and the acceleration at each "
-            "workload's standard budget",
-            "benchmarks/workloads.py --cautious",
-            run,
-            mode if results.meta["quick"] else "",
-            _SHARED,
-        ),
-        "- Wall time per workload: "
-        + ", ".join(f"{w} {s:.0f} s" for w, s in results.meta["seconds"].items())
-        + ".",
-        "",
-        "## Summary",
-        "",
-        "Final validation metric per workload at its standard budget, each "
-        f"optimizer at its best of three rates (`{primary}`: chosen on the seeds "
-        "it is scored on, so optimistic for every optimizer alike); first minus "
-        "second, mean paired by seed [95% t interval]. Below 0: the first ends "
-        "lower. The rules are the `--horizon` part's (workloads_horizon.md), at "
-        "one horizon per workload.",
-        "",
-    ]
-    body = []
-    for w, part in results.parts.items():
-        (steps,) = part.horizons
-        for pair in part.rules["comparisons"]:
-            mean, low, high, n = part.difference(steps, pair, primary)
-            body.append(
-                [
-                    w,
-                    str(steps),
-                    _pair_text(pair),
-                    _difference_text((mean, low, high, n)),
-                    str(n),
-                ]
-            )
-    lines += _table(["workload", "steps", "pair", "difference", "seeds"], body)
-    for w, part in results.parts.items():
-        (steps,) = part.horizons
-        ends = [
-            _short(o)
-            for o in part.optimizers
-            if part.choice(steps, o, primary)[0] != part.rules["centres"][o]
-        ]
-        lines += [
-            "",
-            f"## {w} ({part.meta['horizons'][0]['metric']}, {steps} steps)",
-            "",
-            f"- Stored study: {_stored_text(part.rules)}",
-        ]
-        if ends:
-            lines.append(
-                "- Best rate at an end of the three (a better rate may lie "
-                f"beyond it): {', '.join(ends)}."
-            )
-        lines += [""]
-        lines += _demoted(
-            _horizon_rules(part, "workloads_cautious_run.json")
-            + _horizon_finals(part)
-            + _horizon_best(part)
-            + _horizon_differences(part)
-        )
-    markdown.write(out / "workloads_cautious.md", lines)
