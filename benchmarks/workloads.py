@@ -133,7 +133,7 @@ QUICK_PLANS: dict[str, Plan] = {
         {**_QUICK_LM, "d_model": 16, "n_layers": 1}, reference="mnist_logreg"
     ),
 }
-QUICK_OPTIMIZERS = LARGE
+QUICK_OPTIMIZERS = (*LARGE, "lion")
 QUICK_POINTS = 3
 
 RUN_COLUMNS = (

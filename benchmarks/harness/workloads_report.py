@@ -43,7 +43,33 @@ def _summary(
     lines = ["## Summary", "", *_profile_summary(profiles)]
     for pair in _pairs(results):
         lines += [_width_summary(results, pair), _paired_summary(results, pair)]
-    return lines + _size_summary(results) + [""]
+    return lines + _cautious_summary(results) + _size_summary(results) + [""]
+
+
+def _cautious_summary(results: analysis.Results) -> list[str]:
+    """Per own-rate pair, the workloads where its interval is below, above or
+    around 0."""
+    lines = []
+    for a, b in results.rules["paired_comparisons"]["own_rates"]:
+        found: dict[str, list[str]] = {"lower": [], "higher": [], "within noise": []}
+        for w in results.workloads:
+            if not {a, b} <= set(results.optimizers(w)):
+                continue
+            _, low, high = analysis.interval(
+                analysis.tuned_difference(results.runs, w, (a, b))
+            )
+            side = "lower" if high < 0 else "higher" if low > 0 else "within noise"
+            found[side].append(w)
+        counts = "; ".join(
+            f"{side} on {len(ws)}"
+            + (f" ({', '.join(ws)})" if ws and side != "within noise" else "")
+            for side, ws in found.items()
+        )
+        lines.append(
+            f"- `{a}` − `{b}`, each at its own chosen rate, paired by seed, "
+            f"95 % t: {counts}."
+        )
+    return lines
 
 
 def _areas_text(p: analysis.Profile) -> str:
@@ -332,12 +358,16 @@ _SHARED = (
 
 
 _RELATIVES = (
-    "- **Relatives**: Cautious AdamW (Liang et al. 2024: Adam's direction "
-    "with the components whose sign disagrees with the gradient's zeroed, "
-    "rescaled by size / (kept + 1) per leaf; the decay unmasked; the runs used "
-    "a benchmark copy of the mask that the library's `cautious_adamw` has "
-    "since replaced, step for step the same), `optax.lion`, "
-    "`optax.contrib.adopt`."
+    "- **Relatives**: the library's `cautious_adamw` (Liang et al. 2024: "
+    "Adam's direction with the components whose sign disagrees with the "
+    "gradient's zeroed, rescaled by size / (kept + 1) per leaf; the decay "
+    "unmasked) and `cautious_aadamw` (the same mask on AAdamW's direction), "
+    "`optax.lion`, `optax.contrib.adopt`."
+)
+_OWN_RATES = (
+    "- **The cautious question**: first minus second optimizer, each at its "
+    "own tuning choice, same seed; the mean over the scored seeds with its "
+    "95 % t interval."
 )
 _PAIRED = (
     "- **Paired differences**: first minus second optimizer at equal rates, "
@@ -360,7 +390,8 @@ def _method(results: analysis.Results) -> list[str]:
         f"({results.spacing:.3g} decades apart): {grids}. Schedule: linear warm-up "
         f"over {rules['warmup_fraction']:.0%} of the budget, then cosine decay to "
         "zero. Decoupled weight decay is fixed, not tuned: "
-        f"{optimizers.WEIGHT_DECAY:g} for `adamw`, `aadamw` and `cautious_adamw`, "
+        f"{optimizers.WEIGHT_DECAY:g} for `adamw`, `aadamw` and their cautious "
+        "twins, "
         f"{optimizers.LION_WEIGHT_DECAY:g} for `lion` (times the learning rate, as "
         "in Optax; `harness/optimizers.py`). Every other hyperparameter is the "
         "library's default.",
@@ -370,7 +401,8 @@ def _method(results: analysis.Results) -> list[str]:
         f"{', '.join(f'`{o}`' for o in rules['target_family'])} tuning run "
         "(of those that ran on the workload) plus "
         f"{rules['target_margin_ties']} ties (the tie is the metric's resolution: "
-        "one validation example, or 0.01 bits per byte). Steps to target: the first "
+        "one validation example, 0.01 bits per byte, or 0.01 decades of a training "
+        "objective). Steps to target: the first "
         "recorded step at or below it (resolution: `eval every`); the median over "
         f"the scored seeds {seeds} at the rate the rate-selection rule picks "
         "counts (on the larger model, which scored one rate only, at the chosen "
@@ -393,9 +425,8 @@ def _method(results: analysis.Results) -> list[str]:
         "two-stage bootstrap (workloads, then seeds within each) and a t "
         "interval over the workload means.",
         _PAIRED,
-        f"- **Larger model**: AAdamW, AdamW and the relative with the largest "
-        f"steps-to-target profile area on the full-grid workloads (`{PRIMARY}`; "
-        f"{_relatives_text(results)}), tuned on the "
+        _OWN_RATES,
+        f"- **Larger model**: {_sweep_text(results)}, tuned on the "
         f"{rules['sweep_points']} grid points centred on each one's chosen rate "
         "for the small model (shifted inward where that rate is near an end of "
         "the grid), then the scored seeds at the chosen rate.",
@@ -425,6 +456,23 @@ def _history(results: analysis.Results) -> str:
     return f"{_RATE_HISTORY} {_orders_text(results)}"
 
 
+def _draws_text(seeds: int) -> str:
+    """How many distinct bootstrap draws `seeds` seeds allow per workload."""
+    return f"{seeds} seeds allow {math.comb(2 * seeds - 1, seeds)} distinct draws"
+
+
+def _sweep_text(results: analysis.Results) -> str:
+    """Which optimizers the larger model ran, and how they were picked."""
+    fixed = results.rules.get("sweep_optimizers")
+    if fixed is not None:
+        return ", ".join(f"`{o}`" for o in fixed) + " (fixed before the runs)"
+    return (
+        "AAdamW, AdamW and the relative with the largest steps-to-target "
+        f"profile area on the full-grid workloads (`{PRIMARY}`; "
+        f"{_relatives_text(results)})"
+    )
+
+
 def _rate_lines(results: analysis.Results) -> list[str]:
     rules = analysis.RATE_RULES
     history = " " + _history(results) if _history(results) else ""
@@ -443,13 +491,13 @@ def _rate_lines(results: analysis.Results) -> list[str]:
         "every optimizer (they share initialisations and batches); times are "
         "the medians over the drawn seeds; the 95 % interval runs from the 2.5th "
         "to the 97.5th percentile of the areas. Each rate stays as seed 0 "
-        "picked it (seed 0 is not resampled), and three seeds allow only 10 "
-        "distinct draws per workload: the intervals show seed noise at fixed "
-        "rates, a lower bound on the uncertainty. Leave one out: the areas over "
-        "each subset without one workload, min–max. Rank: the ranks an "
-        "optimizer can take when any two whose intervals overlap count as tied. "
-        "Paired: the interval of the difference of two optimizers' areas over "
-        "the same resamples.",
+        "picked it (seed 0 is not resampled), and "
+        f"{_draws_text(len(results.meta['seeds']))}: the intervals show seed "
+        "noise at fixed rates, a lower bound on the uncertainty. Leave one "
+        "out: the areas over each subset without one workload, min–max. Rank: "
+        "the ranks an optimizer can take when any two whose intervals overlap "
+        "count as tied. Paired: the interval of the difference of two "
+        "optimizers' areas over the same resamples.",
     ]
 
 

@@ -170,8 +170,7 @@ def digits_mlp(steps: int = 600, eval_every: int = 10) -> Workload:
 def digits_cnn(steps: int = 600, eval_every: int = 10) -> Workload:
     return _classifier(
         "digits_cnn",
-        "CNN conv3x3(4)-pool-conv3x3(8)-pool-dense on 1,797 8x8 digits, "
-        "mini-batch 32",
+        "CNN conv3x3(4)-pool-conv3x3(8)-pool-dense on 1,797 8x8 digits, mini-batch 32",
         _digits(),
         lambda rngs: models.CNN((4, 8), side=8, rngs=rngs),
         0.0,
