@@ -81,6 +81,22 @@ def test_grids_are_three_decades_log_spaced_lion_a_decade_lower(rows):
     np.testing.assert_allclose(sorted(rates["lion"]), np.array(adam) / 10, rtol=1e-5)
 
 
+def test_a_small_problem_grid_reaches_one_step_past_the_top(out_dir, rows):
+    # The quick plan gives rosenbrock_2d one point above: 10^0.5 for the Adam
+    # family (1.5 decades past 0.1), 10^-0.5 for Lion, on every seed.
+    grid = runs(rows, "rosenbrock_2d")
+    for o, top in (("adamw", 10**0.5), ("lion", 10**-0.5)):
+        mine = [r for r in grid if r["optimizer"] == o]
+        assert len(mine) == (POINTS + 1) * (1 + len(SEEDS))
+        (last,) = {float(r["learning_rate"]) for r in mine if r["point"] == "3"}
+        assert last == pytest.approx(top, rel=1e-6)
+    meta = json.loads((out_dir / "workloads_run.json").read_text())
+    (small,) = [w for w in meta["workloads"] if w["name"] == "rosenbrock_2d"]
+    assert small["grid_points_above"] == 1
+    assert meta["plans"]["rosenbrock_2d"]["above"] == 1
+    assert meta["plans"]["mnist_logreg"]["above"] == 0
+
+
 def test_chosen_point_and_target_follow_the_written_rules(rows):
     for w in WORKLOADS:
         tune = runs(rows, w, phase="tune")

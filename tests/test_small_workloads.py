@@ -15,8 +15,7 @@ import pytest
 from flax import nnx
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-from harness.workloads import SMALL, WORKLOADS  # noqa: E402
-from harness.workloads import small  # noqa: E402
+from harness.workloads import SMALL, WORKLOADS, small  # noqa: E402
 
 
 def _build(name):

@@ -59,10 +59,13 @@ class Candidate:
     build: Factory
     relative: bool = False
 
-    def grid(self, points: int = GRID_POINTS) -> np.ndarray:
-        """`points` peak rates, log-spaced over `rates` (both ends included)."""
+    def grid(self, points: int = GRID_POINTS, above: int = 0) -> np.ndarray:
+        """`points` peak rates, log-spaced over `rates` (both ends included),
+        then `above` more past the top at the same spacing."""
         low, high = np.log10(self.rates)
-        return 10.0 ** np.linspace(low, high, points)
+        spacing = (high - low) / (points - 1)
+        extra = high + spacing * np.arange(1, above + 1)
+        return 10.0 ** np.concatenate([np.linspace(low, high, points), extra])
 
     def make(
         self, hyperparameters: Mapping[str, jax.Array], steps: int

@@ -613,6 +613,14 @@ class Results:
     def optimizers(self, workload: str) -> list[str]:
         return self.described[workload]["optimizers"]
 
+    def above(self, workload: str) -> int:
+        """Grid points past the standard grid's top on `workload`."""
+        return self.described[workload].get("grid_points_above", 0)
+
+    def rates(self, workload: str, optimizer: str) -> np.ndarray:
+        """`optimizer`'s peak rates on `workload`, by grid point."""
+        return OPTIMIZERS[optimizer].grid(self.meta["points"], self.above(workload))
+
     @property
     def full_grid(self) -> list[str]:
         """Workloads run on the whole grid by every optimizer (not a sweep)."""
@@ -662,7 +670,9 @@ class Results:
         best = chosen_point(self.runs, workload, pair[1])
         return {
             region: paired_by_seed(self.runs, workload, pair, points) if points else []
-            for region, points in regions(self.meta["points"], best).items()
+            for region, points in regions(
+                self.meta["points"] + self.above(workload), best
+            ).items()
         }
 
 

@@ -387,7 +387,8 @@ def _method(results: analysis.Results) -> list[str]:
         "## Method",
         "",
         f"- **Grid**: {meta['points']} log-spaced peak learning rates per optimizer "
-        f"({results.spacing:.3g} decades apart): {grids}. Schedule: linear warm-up "
+        f"({results.spacing:.3g} decades apart): {grids}{_above_text(results)}. "
+        "Schedule: linear warm-up "
         f"over {rules['warmup_fraction']:.0%} of the budget, then cosine decay to "
         "zero. Decoupled weight decay is fixed, not tuned: "
         f"{optimizers.WEIGHT_DECAY:g} for `adamw`, `aadamw` and their cautious "
@@ -454,6 +455,20 @@ def _history(results: analysis.Results) -> str:
     if "rate_selection" in results.rules:
         return ""
     return f"{_RATE_HISTORY} {_orders_text(results)}"
+
+
+def _above_text(results: analysis.Results) -> str:
+    """Which workloads' grids reach past the standard top, and how far."""
+    above: dict[int, list[str]] = {}
+    for w in results.workloads:
+        if results.above(w):
+            above.setdefault(results.above(w), []).append(w)
+    return "".join(
+        f"; on {', '.join(ws)}, {n} more points past each top, at the same "
+        f"spacing (fixed before the runs: on the standard grid a pilot put the "
+        "best rates at its top)"
+        for n, ws in above.items()
+    )
 
 
 def _draws_text(seeds: int) -> str:
@@ -873,7 +888,7 @@ def plot_tolerance(path: pathlib.Path, results: analysis.Results) -> None:
             values = _grid_values(results, w, o)
             medians = np.median(values, axis=1)
             best = min(best, medians.min())
-            rates = OPTIMIZERS[o].grid(results.meta["points"])
+            rates = results.rates(w, o)
             ax.plot(rates, medians, label=o, **plots.style(o))
             low, high = values.min(axis=1), values.max(axis=1)
             ax.fill_between(rates, low, high, color=plots.style(o)["color"], alpha=0.12)
@@ -899,7 +914,7 @@ def _grid_values(results: analysis.Results, w: str, o: str) -> np.ndarray:
     return np.array(
         [
             [analysis.capped(r) for r in runs if r["point"] == p]
-            for p in range(results.meta["points"])
+            for p in range(len(results.rates(w, o)))
         ]
     )
 
