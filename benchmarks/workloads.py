@@ -296,10 +296,16 @@ def plan_optimizers(
             f"rates: run --workloads {plan.reference} first (into the same --out)"
         )
     sweep = {}
+    n = points + plan.above  # the sweep's own grid
     for name in LARGE:
         centre = analysis.chosen_point(reference, plan.reference, name)
-        first = min(max(0, centre - SWEEP // 2), max(0, points - SWEEP))
-        sweep[name] = list(range(first, min(points, first + SWEEP)))
+        if centre >= n:
+            raise SystemExit(
+                f"{name}'s chosen point on {plan.reference} ({centre}) is past "
+                f"the end of the sweep's grid ({n} points): give it `above`"
+            )
+        first = min(max(0, centre - SWEEP // 2), max(0, n - SWEEP))
+        sweep[name] = list(range(first, min(n, first + SWEEP)))
     return sweep
 
 
@@ -343,7 +349,7 @@ def _parser() -> argparse.ArgumentParser:
         "--points", type=int, default=None, help=f"grid points (default {GRID_POINTS})"
     )
     parser.add_argument(
-        "--seeds", type=int, default=None, help="scored seeds (default 3)"
+        "--seeds", type=int, default=None, help=f"scored seeds (default {SEEDS})"
     )
     parser.add_argument(
         "--workloads",
@@ -356,7 +362,8 @@ def _parser() -> argparse.ArgumentParser:
         "--merge",
         action="store_true",
         help="keep the results of other workloads already in --out (they must "
-        "come from a run with the same points, seeds, optimizers and rules)",
+        "come from a run with the same points, seeds, optimizers, rules and "
+        "plans)",
     )
     parser.add_argument(
         "--optimizers", nargs="+", choices=list(OPTIMIZERS), default=None
@@ -456,7 +463,11 @@ def previous_results(
     def keep(rows: list[dict]) -> list[dict]:
         return [r for r in rows if r["workload"] not in replaced]
 
-    old["workloads"] = [w for w in old["workloads"] if w["name"] not in replaced]
+    runs = keep(records.read_csv(out / "workloads.csv"))
+    # A workload whose target was recorded but whose runs were not (an
+    # interrupted invocation) is not kept.
+    stored = {r["workload"] for r in runs}
+    old["workloads"] = [w for w in old["workloads"] if w["name"] in stored]
     for invocation in old["invocations"]:
         invocation["workloads"] = [
             w for w in invocation["workloads"] if w not in replaced
@@ -466,7 +477,6 @@ def previous_results(
         # What remains of that invocation: the workloads it still contributes.
         invocation["wall_seconds"] = sum(invocation["seconds"].values())
     old["invocations"] = [i for i in old["invocations"] if i["workloads"]]
-    runs = keep(records.read_csv(out / "workloads.csv"))
     curves = keep(records.read_csv(out / "workloads_curves.csv"))
     return runs, curves, old
 
@@ -568,14 +578,13 @@ class HorizonPlan:
     seeds: int
 
 
-# C-AAdamW's rates are AAdamW's: it is AAdamW with the mask, as C-AdamW is
-# AdamW with it, so each cautious optimizer is centred where the optimizer
-# whose direction it masks was chosen, and the rule reads nothing of the
-# cautious comparator it is set against. Fixed before the run.
+# Each optimizer is centred on its own chosen rate in the stored study, which
+# runs all four (the run of 2026-12-06, whose study lacked C-AAdamW, centred
+# it on AAdamW's). Fixed before the run.
 HORIZON = HorizonPlan(
     reference="bytes_lm",
     optimizers=("adamw", "aadamw", "cautious_adamw", "cautious_aadamw"),
-    rate_of={"cautious_aadamw": "aadamw"},
+    rate_of={},
     # The stored study's 300 steps (the control) and 4x that.
     horizons=(300, 1200),
     eval_every=(20, 60),

@@ -86,12 +86,24 @@ def test_rosenbrock_metric_and_start(name, dim):
     assert got == pytest.approx(math.log10(f), abs=1e-5)
 
 
-def test_the_minimum_of_rosenbrock_stays_finite_at_the_floor():
+def test_rosenbrock_near_its_minimum_reads_the_floor_not_rounding():
     workload, model = _build("rosenbrock_2d")
-    nnx.update(model, nnx.State({"x": nnx.Param(jnp.ones(2))}))
-    assert float(workload.metric_fn(model, workload.val)) == pytest.approx(
-        math.log10(small.FLOOR), rel=1e-6
-    )
+    # At the minimum, and a float32 step from it (f ~ 1e-14 or 0: rounding),
+    # the metric is the floor, -10; 1e-4 away (f ~ 1e-8) it is above it.
+    for x, expected in (
+        ([1.0, 1.0], -10.0),
+        ([1.0 + 2**-23, 1.0], -10.0),
+        ([1.0 + 1e-4, 1.0], None),
+    ):
+        nnx.update(model, nnx.State({"x": nnx.Param(jnp.asarray(x, jnp.float32))}))
+        got = float(workload.metric_fn(model, workload.val))
+        if expected is None:
+            x = np.asarray(x, np.float32).astype(np.float64)
+            f = 100 * (x[1] - x[0] ** 2) ** 2 + (1 - x[0]) ** 2
+            assert got > -10 and got == pytest.approx(math.log10(f), abs=0.01)
+        else:
+            assert got == pytest.approx(expected, abs=1e-6)
+    assert small.FLOOR == 1e-10
 
 
 def test_ill_conditioned_quadratic_has_the_stated_spectrum():
@@ -136,6 +148,6 @@ def test_every_small_problem_is_registered_with_the_objective_tie():
     assert set(SMALL) <= set(WORKLOADS)
     for name in SMALL:
         workload = WORKLOADS[name](steps=20, eval_every=10)
-        assert workload.metric == "log10 training objective"
+        assert workload.metric == "log10 training objective (floor 1e-10)"
         assert workload.tie == 0.01
         assert workload.name == name

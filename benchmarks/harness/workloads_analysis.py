@@ -53,7 +53,7 @@ RATE_RULES = {
     FEWEST_STEPS: "the grid point where seed 0 reached the target in the fewest "
     "steps; ties (never reaching too) go to the lower final metric, then the "
     "lower rate",
-    LOWEST_FINAL: "the grid point with seed 0's lowest final validation metric; "
+    LOWEST_FINAL: "the grid point with seed 0's lowest final metric; "
     "ties go to the lowest rate",
 }
 RATE_SELECTION = {
