@@ -53,13 +53,15 @@ OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
     "amsgrad": optax.amsgrad,
 }
 # Each optimizer's tuned rate: the rate with the lowest final validation loss
-# in the first version of the convergence benchmark (benchmarks/convergence.py),
-# tasks digits_mlp and digits_cnn (smaller versions of these models on the same
-# data, mini-batches of 32, the same rate grid for every optimizer). The current
-# version selects by steps to target instead and picks 3.16e-2 for digits_mlp:
-# faster to its loss target, but on this larger MLP it ended at a test accuracy
-# of 0.939 (AAdam) and 0.919 (Adam) against 0.975 and 0.969 at these rates, so
-# the main job keeps the rates chosen for the final result.
+# in the first version of the convergence benchmark (then
+# benchmarks/convergence.py, whose problems are now workloads of the study in
+# benchmarks/workloads.py), tasks digits_mlp and digits_cnn (smaller versions of
+# these models on the same data, mini-batches of 32, the same rate grid for
+# every optimizer). A later version selected by steps to target instead and
+# picked 3.16e-2 for digits_mlp: faster to its loss target, but on this larger
+# MLP it ended at a test accuracy of 0.939 (AAdam) and 0.919 (Adam) against
+# 0.975 and 0.969 at these rates, so this example keeps the rates chosen for the
+# final result.
 TUNED_LEARNING_RATES: dict[str, dict[str, float]] = {
     "mlp": {
         **dict.fromkeys(("aadam", "adam", "aadamw", "adamw"), 1e-2),
@@ -441,7 +443,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=(
             "one learning rate for all (e.g. 1e-3), or per optimizer "
             "(e.g. aadam=3e-3,adam=1e-3); by default each optimizer's tuned rate "
-            "by final validation loss in the convergence benchmark (see "
+            "by final validation loss in the first convergence benchmark (see "
             f"TUNED_LEARNING_RATES): {TUNED_LEARNING_RATES}. At an equal rate "
             "AAdam's "
             "first step is b1 times Adam's."

@@ -139,33 +139,6 @@ def test_time_to_target_selects_its_rate_by_steps_on_seed_0():
     assert analysis.fastest_point(never, "w", "a") == 1
 
 
-def test_strongest_relative_has_the_largest_steps_profile_area():
-    rows = []
-    # Two workloads; "lion" reaches in fewer steps on both, "adopt" never.
-    for w, steps in (
-        ("w1", {"adam": 50, "lion": 40}),
-        ("w2", {"adam": 30, "lion": 20}),
-    ):
-        for o in ("adam", "lion", "adopt"):
-            rows.append(
-                {
-                    "workload": w,
-                    "optimizer": o,
-                    "phase": "score",
-                    "chosen": 1,
-                    "seed": 1,
-                    "point": 0,
-                    "steps_to_target": steps.get(o, 100),
-                    "reached": int(o in steps),
-                    "seconds": 1.0,
-                    "steps": 100,
-                }
-            )
-    assert analysis.strongest_relative(rows, ["adam", "lion", "adopt"]) == "lion"
-    with pytest.raises(ValueError, match="relative"):
-        analysis.strongest_relative(rows, ["adam"])
-
-
 def test_the_larger_model_sweeps_five_points_around_each_chosen_rate():
     import workloads
 
@@ -588,3 +561,39 @@ def test_reproduction_gap_compares_only_repeated_runs():
     rows = [horizon_row("a", 100, 5, 1, 2.25), horizon_row("a", 400, 5, 1, 1.0)]
     assert analysis.reproduction_gap(rows, stored, "w") == (0.25, 0.25, 1)
     assert analysis.reproduction_gap(rows[1:], stored, "w")[2] == 0
+
+
+def test_the_target_is_recorded_before_the_first_scored_seed():
+    import types
+
+    import workloads
+
+    events = []
+
+    class FakeStudy:
+        workload = types.SimpleNamespace(tie=0.5)
+        points, above = 2, 1
+
+        def record(self, name, phase, point, seed, bar):
+            events.append((phase, name, point, seed))
+            # Final metrics by point: 3, 2, 1 for adam, 9 for lion anywhere.
+            return np.array([10.0, 9.0 if name == "lion" else 3.0 - point])
+
+        def score(self, target, chosen):
+            events.append(("score_all", target, dict(chosen)))
+
+    def fixed(target):
+        events.append(("fixed", target))
+
+    tuning = {"adam": [0, 1, 2], "lion": [0, 1, 2]}
+    target = workloads.run_workload(FakeStudy(), tuning, [1, 2], True, None, fixed)
+    # The best Adam-family final (1.0) plus 5 ties of 0.5, with the slack.
+    assert target == pytest.approx(1.0 + 2.5 * (1 + 1e-6))
+    phases = [e[0] for e in events]
+    first_score = phases.index("score")
+    assert phases.index("fixed") < first_score
+    assert set(phases[:first_score]) == {"tune", "fixed"}
+    # Every seed at every point of the extended grid (2 + 1 above).
+    scored = {(e[1], e[2], e[3]) for e in events if e[0] == "score"}
+    assert scored == {(o, p, s) for o in tuning for p in range(3) for s in (1, 2)}
+    assert events[-1] == ("score_all", target, {"adam": 2, "lion": 0})

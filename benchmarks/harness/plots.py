@@ -25,8 +25,8 @@ _HUES = {
     "sgd_momentum": 14,
     "nadam": 16,
     "rmsprop_momentum": 18,
-    # The sign-aware relatives of the workloads study (never in one plot
-    # with the convergence benchmark's aadam_sign or rmsprop_momentum).
+    # The sign-aware relatives of the study (never in one plot with
+    # aadam_sign or rmsprop_momentum, which share their hues).
     "cautious_adamw": 12,
     "cautious_aadamw": 13,
     "lion": 8,

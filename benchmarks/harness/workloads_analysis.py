@@ -408,22 +408,6 @@ def profile(
     )
 
 
-def strongest_relative(rows: Sequence[Row], optimizers: Sequence[str]) -> str:
-    """The relative with the largest steps-to-target profile area over the
-    workloads in `rows` where every one of `optimizers` ran; ties go to the
-    first in `OPTIMIZERS`' order."""
-    workloads = sorted(
-        w
-        for w in {r["workload"] for r in rows}
-        if {r["optimizer"] for r in select(rows, workload=w)} == set(optimizers)
-    )
-    relatives = [o for o in optimizers if OPTIMIZERS[o].relative]
-    if not workloads or not relatives:
-        raise ValueError("no full-grid workload with a relative to choose from")
-    areas = profile_areas(times(rows, workloads, optimizers, seconds=False))
-    return max(relatives, key=lambda o: (areas[o], -list(OPTIMIZERS).index(o)))
-
-
 def grid_medians(rows: Sequence[Row], workload: str, optimizer: str) -> np.ndarray:
     """Per grid point, the median over scored seeds of the capped final metric."""
     found = select(rows, workload=workload, optimizer=optimizer, phase="score")
@@ -609,6 +593,18 @@ class Results:
         self.described = {w["name"]: w for w in self.meta["workloads"]}
         self.workloads = list(self.described)
         self.rules = self.meta["rules"]
+        # Scored only by the rules it was run under, which must be the code's.
+        differences = rule_differences(code_rules(self.meta["optimizers"]), self.rules)
+        if differences:
+            listed = "; ".join(
+                f"{key}: recorded {json.dumps(recorded)}, code {json.dumps(applied)}"
+                for key, recorded, applied in differences
+            )
+            raise SystemExit(
+                f"{out / 'workloads_run.json'} was run under other rules than "
+                f"the code's, which this report would apply: {listed}. Report it "
+                "from the commit that ran it, or run the study again"
+            )
 
     def optimizers(self, workload: str) -> list[str]:
         return self.described[workload]["optimizers"]
