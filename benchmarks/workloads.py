@@ -562,8 +562,6 @@ class HorizonPlan:
 
     reference: the stored full-grid workload whose model, data and chosen
       rates the part reuses.
-    rate_of: for an optimizer the stored study did not run, the one whose
-      chosen rate centres its rates.
     horizons, eval_every: the step budgets and their validation spacing; the
       schedule (warm-up, cosine decay) is stretched to each budget.
     budget: the workload's other arguments (batch, validation, model size).
@@ -571,20 +569,17 @@ class HorizonPlan:
 
     reference: str
     optimizers: tuple[str, ...]
-    rate_of: dict[str, str]
     horizons: tuple[int, ...]
     eval_every: tuple[int, ...]
     budget: dict[str, Any]
     seeds: int
 
 
-# Each optimizer is centred on its own chosen rate in the stored study, which
-# runs all four (the run of 2026-12-06, whose study lacked C-AAdamW, centred
-# it on AAdamW's). Fixed before the run.
+# Each optimizer is centred on its own chosen rate in the stored study (the
+# run of 2026-12-06, whose study lacked C-AAdamW, centred it on AAdamW's).
 HORIZON = HorizonPlan(
     reference="bytes_lm",
     optimizers=("adamw", "aadamw", "cautious_adamw", "cautious_aadamw"),
-    rate_of={},
     # The stored study's 300 steps (the control) and 4x that.
     horizons=(300, 1200),
     eval_every=(20, 60),
@@ -632,13 +627,10 @@ def horizon_settings(
     study's chosen rates."""
     stored = records.read_json(reference_dir / "workloads_run.json")
     reference_rows = records.read_csv(reference_dir / "workloads.csv")
-    centres = analysis.horizon_centres(
-        reference_rows, plan.reference, plan.optimizers, plan.rate_of
-    )
+    centres = analysis.horizon_centres(reference_rows, plan.reference, plan.optimizers)
     rules = analysis.horizon_rules(
         plan.reference,
         plan.optimizers,
-        plan.rate_of,
         centres,
         stored["points"],
         list(range(1, seeds + 1)),

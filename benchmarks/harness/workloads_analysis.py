@@ -704,24 +704,16 @@ def horizon_points(centre: int, points: int) -> list[int]:
 
 
 def horizon_centres(
-    reference_rows: Sequence[Row],
-    reference: str,
-    optimizers: Sequence[str],
-    rate_of: Mapping[str, str],
+    reference_rows: Sequence[Row], reference: str, optimizers: Sequence[str]
 ) -> dict[str, int]:
     """Each optimizer's centre: the grid point the stored full-grid study chose
-    for it on `reference` (`chosen_point`), or for `rate_of[optimizer]` where
-    the study did not run it."""
-    return {
-        o: chosen_point(reference_rows, reference, rate_of.get(o, o))
-        for o in optimizers
-    }
+    for it on `reference` (`chosen_point`)."""
+    return {o: chosen_point(reference_rows, reference, o) for o in optimizers}
 
 
 def horizon_rules(
     reference: str,
     optimizers: Sequence[str],
-    rate_of: Mapping[str, str],
     centres: Mapping[str, int],
     points: int,
     seeds: Sequence[int],
@@ -731,11 +723,6 @@ def horizon_rules(
     """The part's rules as its run JSON stores them, fixed before any run."""
     grids = {o: OPTIMIZERS[o].grid(points) for o in optimizers}
     chosen = {o: horizon_points(centres[o], points) for o in optimizers}
-    borrowed = "; ".join(
-        f"`{o}`, which the stored study did not run, takes `{src}`'s"
-        for o, src in rate_of.items()
-        if o in optimizers
-    )
     rules = {
         "reference": reference,
         "optimizers": list(optimizers),
@@ -743,9 +730,7 @@ def horizon_rules(
             f"each optimizer's chosen grid point in the stored {reference} study "
             f"(seed 0's lowest final metric at its budget, `{LOWEST_FINAL}`) and "
             f"the grid points either side, on the {points}-point grid"
-            + (f"; {borrowed}" if borrowed else "")
         ),
-        "rate_of": dict(rate_of),
         "centres": dict(centres),
         "points": chosen,
         "rates": {o: [float(grids[o][p]) for p in chosen[o]] for o in optimizers},
