@@ -114,43 +114,6 @@ def test_steps_to_target_reads_the_first_recorded_step():
     assert runner.steps_to_target(np.array([5.0, 3.0]), 1.0, 10) == (10, False)
 
 
-def test_by_threshold_calls_differences_within_the_tie_ties():
-    win, tie, loss = scoring.WIN, scoring.TIE, scoring.LOSS
-    # One validation example of 1000 is a tie, even through decimal rounding.
-    assert scoring.by_threshold(0.097, 0.096, 1 / 1000) == tie
-    assert scoring.by_threshold(0.096, 0.098, 1 / 1000) == win
-    assert scoring.by_threshold(3.40, 3.38, 0.01) == loss
-    assert scoring.by_threshold(math.inf, 300.0, 20) == loss
-    assert scoring.by_threshold(300.0, math.inf, 20) == win
-    assert scoring.by_threshold(math.inf, math.inf, 20) == tie
-
-
-def test_paired_test_counts_only_what_beats_the_seeds_noise():
-    win, tie, loss = scoring.WIN, scoring.TIE, scoring.LOSS
-    # 131.2 vs 132.4 on average, but the per-seed differences straddle zero.
-    a = [130.0, 135.0, 128.0, 133.0, 130.0]
-    b = [133.0, 131.0, 132.0, 131.0, 135.0]
-    assert scoring.paired_test(a, b) == tie
-    # The same gap on every seed is no noise: it counts.
-    assert scoring.paired_test([9.0, 19.0, 29.0], [10.0, 20.0, 30.0]) == win
-    # A consistent difference well beyond its standard error counts.
-    assert scoring.paired_test([20.0, 21.0, 19.5, 22.0], [10.0, 10.5, 11.0, 9.0]) == (
-        loss
-    )
-    assert scoring.paired_test([5.0, 5.0], [5.0, 5.0]) == tie
-    # A diverged run loses its pair; one seed cannot show a difference.
-    assert scoring.paired_test([math.inf, 1.0], [2.0, 2.0]) == loss
-    assert scoring.paired_test([1.0], [2.0]) == tie
-    assert scoring.paired_critical_t(5) == pytest.approx(2.776, abs=1e-3)
-
-
-def test_tally_counts_wins_losses_and_ties():
-    tally = scoring.Tally()
-    for outcome in (scoring.WIN, scoring.WIN, scoring.TIE, scoring.LOSS):
-        tally.add(outcome, "x")
-    assert tally.counts("lower", "higher") == "2 lower, 1 higher, 1 tied of 4"
-
-
 def test_workload_ties_are_one_validation_example_or_a_hundredth_of_a_bit():
     logreg = WORKLOADS["mnist_logreg"](steps=10, eval_every=10)
     assert logreg.tie == pytest.approx(1 / len(logreg.val[1]))
@@ -225,16 +188,3 @@ def test_csv_rows_come_back_as_the_numbers_written(tmp_path):
     assert back[0] == {**rows[0], "flags": ""}
     assert back[1] == {**rows[1], "size": ""}
     assert list(back[0]) == ["case", "size", "ratio", "flags"]
-
-
-def test_average_ranks_share_ties():
-    ranks = scoring.average_ranks([(3.0, 0.0), (1.0, 0.0), (3.0, 0.0), (2.0, 5.0)])
-    assert ranks == [3.5, 1.0, 3.5, 2.0]
-    # The second element breaks ties of the first.
-    assert scoring.average_ranks([(1.0, 2.0), (1.0, 1.0)]) == [2.0, 1.0]
-
-
-def test_sample_std_is_nan_where_a_run_diverged():
-    assert scoring.sample_std(np.array([1.0, 3.0])) == pytest.approx(math.sqrt(2))
-    assert scoring.sample_std(np.array([4.0])) == 0.0
-    assert math.isnan(scoring.sample_std(np.array([1.0, math.inf])))
