@@ -4,9 +4,10 @@ AAdam against Optax's Adam family and four sign-aware relatives (Cautious
 AdamW, Cautious AAdamW, Lion, ADOPT), on the same data, schedule, budget,
 initialisations and mini-batches, over every workload of the registry: eight
 small optimisation problems (`harness/workloads/small.py`, whose metric is the
-log10 training objective), three MNIST models and a byte-level Transformer at
-two sizes. A scaled-down AlgoPerf (Dahl et al. 2023) with a full
-learning-rate grid in place of a random search.
+log10 training objective, and which run without decoupled weight decay),
+three MNIST models and a byte-level Transformer at two sizes. A scaled-down
+AlgoPerf (Dahl et al. 2023) with a full learning-rate grid in place of a
+random search.
 
 Protocol, per workload:
 
@@ -72,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -178,7 +180,8 @@ class Runner:
         args = ({"learning_rate": jnp.float32(rate)}, jnp.int32(seed), w.train, w.val)
         if name not in self.programs:
             start = time.perf_counter()
-            train = make_train(w, OPTIMIZERS[name].make)
+            make = functools.partial(OPTIMIZERS[name].make, decay=w.decoupled_decay)
+            train = make_train(w, make)
             self.programs[name] = train.lower(*args).compile()
             self.compile_seconds[name] = time.perf_counter() - start
         start = time.perf_counter()
@@ -325,6 +328,7 @@ def describe(
         # None: every optimizer on the full grid; else a sweep centred on it.
         "sweep_of": plan.reference,
         "grid_points_above": plan.above,
+        "decoupled_decay": workload.decoupled_decay,
         "parameters": count_params(workload.make_model(nnx.Rngs(0))),
     }
 

@@ -4,6 +4,7 @@ the problem's definition, and the sampled gradients are the ones stated."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 import sys
@@ -151,3 +152,25 @@ def test_every_small_problem_is_registered_with_the_objective_tie():
         assert workload.metric == "log10 training objective (floor 1e-10)"
         assert workload.tie == 0.01
         assert workload.name == name
+
+
+def test_without_decoupled_decay_adamw_is_adam_on_the_small_problems():
+    # The small problems turn the decays off: AdamW's curve is Adam's, bit for
+    # bit; on a workload that keeps them the two differ.
+    import functools
+
+    from harness.optimizers import OPTIMIZERS
+    from harness.runner import make_train
+
+    def curve(workload, name):
+        make = functools.partial(OPTIMIZERS[name].make, decay=workload.decoupled_decay)
+        args = ({"learning_rate": jnp.float32(0.3)}, jnp.int32(1))
+        return np.asarray(
+            make_train(workload, make)(*args, workload.train, workload.val)
+        )
+
+    small_one = WORKLOADS["rosenbrock_2d"](steps=200, eval_every=20)
+    assert not small_one.decoupled_decay
+    np.testing.assert_array_equal(curve(small_one, "adamw"), curve(small_one, "adam"))
+    decayed = dataclasses.replace(small_one, decoupled_decay=True)
+    assert not np.array_equal(curve(decayed, "adamw"), curve(decayed, "adam"))

@@ -7,7 +7,9 @@ hyperparameter, tried on a fixed log-spaced grid of `GRID_POINTS` rates over
 `DECADES` decades. The Adam family (AAdam and Optax's Adam) and ADOPT share
 one grid; Lion, whose sign update has unit size per coordinate, gets the grid
 one decade lower, as its authors advise rates 3-10x below AdamW's. The
-decoupled weight decay of the "W" optimizers is fixed, not tuned.
+decoupled weight decay of the "W" optimizers (and Lion's) is fixed, not
+tuned, and off on workloads that are their own objective
+(`Workload.decoupled_decay`): a decay there would move the minimiser.
 
 The relatives are comparators: Cautious AdamW (Liang et al. 2024; the
 library's `cautious_adamw`, with the authors' original `+1` in the rescale),
@@ -48,7 +50,9 @@ def schedule(peak: jax.Array, steps: int) -> optax.Schedule:
     return lambda count: peak * unit(count)
 
 
-Factory = Callable[[optax.Schedule], optax.GradientTransformation]
+# (schedule, decay) -> optimizer; `decay` (1 or 0) scales the decoupled weight
+# decay of the optimizers that have one.
+Factory = Callable[[optax.Schedule, float], optax.GradientTransformation]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,37 +72,42 @@ class Candidate:
         return 10.0 ** np.concatenate([np.linspace(low, high, points), extra])
 
     def make(
-        self, hyperparameters: Mapping[str, jax.Array], steps: int
+        self, hyperparameters: Mapping[str, jax.Array], steps: int, decay: bool = True
     ) -> optax.GradientTransformation:
-        """The optimizer at a (traced) peak learning rate, for the runner."""
-        return self.build(schedule(hyperparameters["learning_rate"], steps))
+        """The optimizer at a (traced) peak learning rate, for the runner;
+        without its decoupled weight decay where `decay` is False."""
+        rate = schedule(hyperparameters["learning_rate"], steps)
+        return self.build(rate, 1.0 if decay else 0.0)
 
 
 OPTIMIZERS: dict[str, Candidate] = {
-    "aadam_sign_change": Candidate(ADAM_RATES, aadam_optax.aadam),
-    "adam": Candidate(ADAM_RATES, optax.adam),
+    "aadam_sign_change": Candidate(ADAM_RATES, lambda lr, _: aadam_optax.aadam(lr)),
+    "adam": Candidate(ADAM_RATES, lambda lr, _: optax.adam(lr)),
     "aadamw": Candidate(
-        ADAM_RATES, lambda lr: aadam_optax.aadamw(lr, weight_decay=WEIGHT_DECAY)
+        ADAM_RATES,
+        lambda lr, d: aadam_optax.aadamw(lr, weight_decay=WEIGHT_DECAY * d),
     ),
     "adamw": Candidate(
-        ADAM_RATES, lambda lr: optax.adamw(lr, weight_decay=WEIGHT_DECAY)
+        ADAM_RATES, lambda lr, d: optax.adamw(lr, weight_decay=WEIGHT_DECAY * d)
     ),
     "cautious_adamw": Candidate(
         ADAM_RATES,
-        lambda lr: aadam_optax.cautious_adamw(lr, weight_decay=WEIGHT_DECAY),
+        lambda lr, d: aadam_optax.cautious_adamw(lr, weight_decay=WEIGHT_DECAY * d),
         relative=True,
     ),
     "cautious_aadamw": Candidate(
         ADAM_RATES,
-        lambda lr: aadam_optax.cautious_aadamw(lr, weight_decay=WEIGHT_DECAY),
+        lambda lr, d: aadam_optax.cautious_aadamw(lr, weight_decay=WEIGHT_DECAY * d),
         relative=True,
     ),
     "lion": Candidate(
         LION_RATES,
-        lambda lr: optax.lion(lr, weight_decay=LION_WEIGHT_DECAY),
+        lambda lr, d: optax.lion(lr, weight_decay=LION_WEIGHT_DECAY * d),
         relative=True,
     ),
-    "adopt": Candidate(ADAM_RATES, optax.contrib.adopt, relative=True),
+    "adopt": Candidate(
+        ADAM_RATES, lambda lr, _: optax.contrib.adopt(lr), relative=True
+    ),
 }
 # The optimizers of a full-grid run, in the order its runs interleave.
 STUDY_OPTIMIZERS = tuple(OPTIMIZERS)

@@ -34,6 +34,9 @@ class Workload:
       tie: the largest difference of the validation metric that paired
         comparisons call a tie, fixed with the workload before any run: the
         metric's noise, e.g. one validation example for an error rate.
+      decoupled_decay: whether the optimizers that have a decoupled weight
+        decay use it; False where the metric is the training objective
+        itself, whose minimiser a decay would move.
     """
 
     name: str
@@ -49,6 +52,7 @@ class Workload:
     eval_every: int
     batch_size: int
     tie: float
+    decoupled_decay: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.eval_every < 1 or self.steps % self.eval_every:

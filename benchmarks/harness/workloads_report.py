@@ -339,7 +339,8 @@ def _method(results: analysis.Results) -> list[str]:
         f"{optimizers.WEIGHT_DECAY:g} for `adamw`, `aadamw` and their cautious "
         "twins, "
         f"{optimizers.LION_WEIGHT_DECAY:g} for `lion` (times the learning rate, as "
-        "in Optax; `harness/optimizers.py`). Every other hyperparameter is the "
+        "in Optax; `harness/optimizers.py`)"
+        f"{_no_decay_text(results)}. Every other hyperparameter is the "
         "library's default.",
         _RELATIVES,
         *_rate_lines(results),
@@ -391,6 +392,22 @@ def _above_text(results: analysis.Results) -> str:
         f"; on {', '.join(ws)}, {n} more points past each top, at the same "
         "spacing (the workload's plan, recorded before the runs)"
         for n, ws in above.items()
+    )
+
+
+def _no_decay_text(results: analysis.Results) -> str:
+    """Which workloads ran without the decoupled decays."""
+    off = [
+        w
+        for w in results.workloads
+        if not results.described[w].get("decoupled_decay", True)
+    ]
+    if not off:
+        return ""
+    return (
+        f", and off on {', '.join(off)}, whose metric is the training objective "
+        "that a decay would change (there AdamW is Adam, and Cautious AdamW "
+        "masks Adam)"
     )
 
 
