@@ -37,8 +37,8 @@ Protocol, per workload:
 Every rule (grids, warm-up, target family and margin, tolerance, sweep, rate
 selection, seeds: `workloads_analysis.code_rules`) is in the run JSON before
 the first run, and each workload's target before its first scored seed; the
-report scores from the record and says so loudly where the code's rules
-differ from it.
+report scores a record only under the rules it was run under, and refuses one
+whose rules differ from the code's.
 
 The larger model (`bytes_lm_1m`) runs a shorter plan: the cautious question's
 four (`LARGE`: AAdamW, AdamW, C-AdamW, C-AAdamW), tuned on the `SWEEP` grid
