@@ -315,6 +315,20 @@ def test_a_record_run_under_other_rules_is_refused(out_dir, tmp_path):
     assert (old / "workloads.md").read_text() == before
 
 
+def test_a_workload_recorded_but_not_run_is_left_out(out_dir, tmp_path):
+    # As an invocation interrupted after fixing a target: the record names a
+    # workload the runs file lacks; the report scores the others.
+    cut = tmp_path / "cut"
+    shutil.copytree(out_dir, cut)
+    meta = json.loads((cut / "workloads_run.json").read_text())
+    ghost = {**meta["workloads"][0], "name": "ghost"}
+    meta["workloads"].append(ghost)
+    (cut / "workloads_run.json").write_text(json.dumps(meta))
+    run_script(SCRIPT, "--report-only", "--out", str(cut))
+    text = (cut / "workloads.md").read_text()
+    assert "| ghost |" not in text and "| mnist_logreg |" in text
+
+
 def test_report_only_rewrites_the_same_report(out_dir):
     before = (out_dir / "workloads.md").read_text()
     (out_dir / "workloads.md").unlink()

@@ -590,7 +590,12 @@ class Results:
         self.meta = records.read_json(out / "workloads_run.json")
         self.runs = records.read_csv(out / "workloads.csv")
         self.curves = records.read_csv(out / "workloads_curves.csv")
-        self.described = {w["name"]: w for w in self.meta["workloads"]}
+        # A workload whose target is recorded but whose runs are not (an
+        # interrupted invocation) has nothing to score.
+        stored = {r["workload"] for r in self.runs}
+        self.described = {
+            w["name"]: w for w in self.meta["workloads"] if w["name"] in stored
+        }
         self.workloads = list(self.described)
         self.rules = self.meta["rules"]
         # Scored only by the rules it was run under, which must be the code's.

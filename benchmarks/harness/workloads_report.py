@@ -379,7 +379,7 @@ def _method(results: analysis.Results) -> list[str]:
         "the grid), then the scored seeds at the chosen rate.",
         "",
     ]
-    return lines + _workload_table(meta)
+    return lines + _workload_table(results)
 
 
 def _above_text(results: analysis.Results) -> str:
@@ -449,7 +449,7 @@ def _rate_lines(results: analysis.Results) -> list[str]:
     ]
 
 
-def _workload_table(meta: dict[str, Any]) -> list[str]:
+def _workload_table(results: analysis.Results) -> list[str]:
     rows = [
         [
             w["name"],
@@ -462,7 +462,7 @@ def _workload_table(meta: dict[str, Any]) -> list[str]:
             f"{w['target']:.4g}",
             f"{w['tie']:.3g}",
         ]
-        for w in meta["workloads"]
+        for w in results.described.values()
     ]
     header = "workload|description|parameters|metric|steps|batch|eval every|target|tie"
     return _table(header.split("|"), rows)
