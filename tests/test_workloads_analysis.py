@@ -591,3 +591,22 @@ def test_the_target_is_recorded_before_the_first_scored_seed():
     scored = {(e[1], e[2], e[3]) for e in events if e[0] == "score"}
     assert scored == {(o, p, s) for o in tuning for p in range(3) for s in (1, 2)}
     assert events[-1] == ("score_all", target, {"adam": 2, "lion": 0})
+
+
+def test_a_workload_no_median_reaches_is_named_with_the_areas_cap():
+    from types import SimpleNamespace
+
+    from harness import workloads_report
+
+    # 3 of 4 workloads reached: every area is at most 3/4, rescaled by 4/3.
+    p = SimpleNamespace(workloads=["a", "b", "c", "d"], reached=["a", "b", "d"])
+    text = workloads_report._unreached("fewest_steps", p)
+    assert text.startswith("- `fewest_steps`: c reached by no optimizer's median")
+    assert "at most 3/4 = 0.75" in text and "each area is 4/3" in text
+    everywhere = SimpleNamespace(workloads=["a"], reached=["a"])
+    assert workloads_report._unreached("lowest_final", everywhere) == ""
+    # The summary and the time-to-target section say it in the same words.
+    report = (STORED / "workloads.md").read_text()
+    summary, rest = report.split("## Method")
+    line = next(x for x in summary.splitlines() if "reached by no" in x)
+    assert line in rest

@@ -88,16 +88,7 @@ def _profile_summary(profiles: dict[str, analysis.Profile]) -> list[str]:
         f"Sensitivity (`{SENSITIVITY}`): {_areas_text(profiles[SENSITIVITY])}.",
         f"- {_stable_text(profiles)}",
     ]
-    for rule, p in profiles.items():
-        missed = [w for w in p.workloads if w not in p.reached]
-        if missed:
-            lines.append(
-                f"- Under `{rule}`, {', '.join(missed)}: reached by no optimizer's "
-                f"median, so every area is at most {len(p.reached)}/{n} = "
-                f"{len(p.reached) / n:.2f}; over the {len(p.reached)} workloads "
-                f"some median reaches, each area is {n}/{len(p.reached)} of the "
-                "one above (the same order)."
-            )
+    lines += [line for rule, p in profiles.items() if (line := _unreached(rule, p))]
     return lines
 
 
@@ -574,21 +565,26 @@ def _profile_lines(
     ]
 
 
+def _unreached(rule: str, p: analysis.Profile) -> str:
+    """What the workloads no median reaches do to `rule`'s areas ("" if none)."""
+    n, k = len(p.workloads), len(p.reached)
+    missed = [w for w in p.workloads if w not in p.reached]
+    if not missed:
+        return ""
+    return (
+        f"- `{rule}`: {', '.join(missed)} reached by no optimizer's median: "
+        f"it adds nothing to any area, so every area is at most {k}/{n} = "
+        f"{k / n:.2f}. Over the {k} workloads some median reaches, each area "
+        f"is {n}/{k} of the one above, in the same order (the leave-one-out "
+        "subset without it)."
+    )
+
+
 def _reach_lines(profiles: dict[str, analysis.Profile]) -> list[str]:
-    lines = []
-    for rule, p in profiles.items():
-        n, k = len(p.workloads), len(p.reached)
-        missed = [w for w in p.workloads if w not in p.reached]
-        if missed:
-            lines.append(
-                f"- `{rule}`: {', '.join(missed)} reached by no optimizer's median: "
-                f"it adds nothing to any area, so every area is at most {k}/{n} = "
-                f"{k / n:.2f}. Over the {k} workloads some median reaches, each area "
-                f"is {n}/{k} of the one above, in the same order (the leave-one-out "
-                "subset without it)."
-            )
-        else:
-            lines.append(f"- `{rule}`: every workload is reached by some median.")
+    lines = [
+        _unreached(rule, p) or f"- `{rule}`: every workload is reached by some median."
+        for rule, p in profiles.items()
+    ]
     return [*lines, ""]
 
 
